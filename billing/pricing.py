@@ -1,0 +1,151 @@
+"""Pricing one consumption interval: split it where prices change, then price each piece.
+
+Rules (README "Billing rules" repeats them):
+- An interval [start, end) is cut at every tariff version change inside it, and — for a tiered
+  tariff — at every local month start (the tier counter resets each billing month).
+- The interval's quantity is shared among the pieces in proportion to their duration
+  (largest remainder, earlier piece first on ties), so the pieces add up exactly.
+- Time-of-use: when the meter supplied per-rate register deltas that agree with the total, each
+  rate is priced from its register; otherwise a piece is shared among the TOU windows it spans by
+  duration. Tiered: a piece is priced on top of what the meter used earlier that month.
+- Each line is rounded to fen once, half up; the amount is the sum of the lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from billing.money import Money, total
+from billing.split import split_by_weights
+from billing.tariffs import (
+    RATES,
+    Flat,
+    PriceLine,
+    TariffVersion,
+    Tiered,
+    TimeOfUse,
+    line,
+    next_month,
+    tiered_lines,
+    version_at,
+)
+
+RateQuantities = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    lines: tuple[PriceLine, ...]
+    quantity: int
+    rates: RateQuantities  # sharp/peak/flat/valley share of the quantity, for reports
+    month_used_after: int  # cumulative use in the month of `end`, after this interval
+
+    @property
+    def amount(self) -> Money:
+        return total([ln.amount for ln in self.lines])
+
+    @property
+    def version_ids(self) -> tuple[int, ...]:
+        return tuple(sorted({ln.version_id for ln in self.lines if ln.version_id is not None}))
+
+
+def rates_agree(quantity: int, rates: RateQuantities | None) -> bool:
+    """Per-rate deltas are trusted when none is negative and they add up to the total (1% slack)."""
+    if rates is None or any(r < 0 for r in rates):
+        return False
+    return abs(sum(rates) - quantity) <= max(10, quantity // 100)
+
+
+def price_interval(
+    versions: "list[TariffVersion] | tuple[TariffVersion, ...]",
+    start: datetime,
+    end: datetime,
+    quantity: int,
+    tz: ZoneInfo,
+    month_used_before: int = 0,
+    rates: RateQuantities | None = None,
+) -> Priced:
+    """Price `quantity` base units consumed over [start, end) (aware datetimes)."""
+    if end < start:
+        raise ValueError("interval ends before it starts")
+    pieces = _pieces(versions, start, end, tz)
+    weights = [max(int((b - a).total_seconds()), 0) for a, b, _ in pieces]
+    if sum(weights) == 0:
+        weights = [1] + [0] * (len(pieces) - 1)
+    shares = split_by_weights(quantity, weights)
+    trusted = rates if rates_agree(quantity, rates) else None
+    rate_shares = [split_by_weights(r, weights) for r in trusted] if trusted else None
+    lines: list[PriceLine] = []
+    rate_total = [0, 0, 0, 0]
+    used = month_used_before
+    prev_month = _month_key(start, tz)
+    for i, (a, b, v) in enumerate(pieces):
+        if _month_key(a, tz) != prev_month:
+            used, prev_month = 0, _month_key(a, tz)
+        piece_rates = tuple(rs[i] for rs in rate_shares) if rate_shares else None
+        new_lines, split = _price_piece(v, a, b, shares[i], tz, used, piece_rates)
+        lines += new_lines
+        rate_total = [x + y for x, y in zip(rate_total, split)]
+        used += shares[i]
+    if _month_key(end, tz) != prev_month:
+        used = 0
+    return Priced(tuple(lines), quantity, tuple(rate_total), used)  # type: ignore[arg-type]
+
+
+def _month_key(at: datetime, tz: ZoneInfo) -> tuple[int, int]:
+    local = at.astimezone(tz)
+    return local.year, local.month
+
+
+def _pieces(versions, start: datetime, end: datetime, tz: ZoneInfo) -> list[tuple[datetime, datetime, TariffVersion]]:
+    cuts = {v.effective_from for v in versions if start < v.effective_from < end}
+    first = version_at(versions, start)
+    if isinstance(first.tariff, Tiered) or any(isinstance(v.tariff, Tiered) for v in versions):
+        m = next_month(start.astimezone(tz))
+        while m.astimezone(tz) < end:
+            cuts.add(m.astimezone(start.tzinfo))
+            m = next_month(m)
+    points = [start, *sorted(cuts), end]
+    return [(a, b, version_at(versions, a)) for a, b in zip(points, points[1:])] or [(start, end, first)]
+
+
+def _price_piece(v: TariffVersion, a: datetime, b: datetime, qty: int, tz: ZoneInfo, used: int,
+                 rates: tuple[int, ...] | None) -> tuple[list[PriceLine], list[int]]:
+    t = v.tariff
+    if isinstance(t, Flat):
+        return [line("flat", qty, t.price, v.id)], [0, 0, qty, 0]
+    if isinstance(t, Tiered):
+        return tiered_lines(t, used, qty, v.id), [0, 0, qty, 0]
+    assert isinstance(t, TimeOfUse)
+    split = list(rates) if rates is not None else _split_by_windows(t, a, b, qty, tz)
+    lines = [line(r, q, t.prices[r], v.id) for r, q in zip(RATES, split) if q]
+    return lines, split
+
+
+def _split_by_windows(t: TimeOfUse, a: datetime, b: datetime, qty: int, tz: ZoneInfo) -> list[int]:
+    """Share qty among rates by the time [a, b) spends in each rate's windows."""
+    seconds = [0, 0, 0, 0]
+    cursor = a.astimezone(tz)
+    stop = b.astimezone(tz)
+    if cursor >= stop:
+        seconds[RATES.index(t.rate_at(cursor))] = 1
+    while cursor < stop:
+        nxt = min(_next_boundary(t, cursor), stop)
+        seconds[RATES.index(t.rate_at(cursor))] += int((nxt - cursor).total_seconds())
+        cursor = nxt
+    if sum(seconds) == 0:
+        seconds[RATES.index(t.rate_at(a.astimezone(tz)))] = 1
+    return split_by_weights(qty, seconds)
+
+
+def _next_boundary(t: TimeOfUse, local: datetime) -> datetime:
+    """The next local time after `local` at which some TOU window starts or ends."""
+    marks = sorted({m for w in t.windows for span in w.minutes() for m in span} | {1440})
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    now_min = (local - day).total_seconds() / 60
+    for m in marks:
+        if m > now_min:
+            return (day.replace(tzinfo=None) + timedelta(minutes=m)).replace(tzinfo=local.tzinfo)
+    return (day.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=local.tzinfo)

@@ -1,0 +1,254 @@
+"""Ingesting meter readings: registers -> deltas -> priced lines -> one ledger transaction per batch.
+
+What happens to each reading is decided by billing.readings.assess (README "Reading rules").
+A batch is one database transaction: reading rows (each with its verdict, priced lines and the
+tariff version ids it was priced with), one `usage` ledger transaction per site whose wallet
+postings are the sums of the batch's readings per wallet, baseline updates, and cut-off commands
+for accounts that ran out. Re-ingesting a reading is a no-op: (meter, epoch, taken_at) is unique.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.ledger import revenue_code, wallet_code
+from billing.money import Money, round_half_up
+from billing.pricing import price_interval
+from billing.readings import Assessment, Baseline, RegisterLimits, Verdict, assess
+from billing.tariffs import TariffVersion as PureVersion, parse_tariff
+from services import relay
+from store.models import (Account, LedgerAccount, LedgerTransaction, Meter, Posting, Reading, Site,
+                          TariffVersion)
+from store.types import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingIn:
+    meter_id: int
+    taken_at: datetime
+    total: int
+    rates: tuple[int, int, int, int] | None = None
+    live: dict[str, Any] | None = None
+    relay_closed: bool | None = None
+    meter_balance_fen: int | None = None
+    purchase_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    meter_id: int
+    taken_at: datetime
+    verdict: str | None = None
+    amount: Money = Money(0)
+    error: str | None = None
+
+
+@dataclass
+class _Batch:
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    wallet_fen: dict[tuple[int, str, int], int] = field(default_factory=lambda: defaultdict(int))
+    revenue_fen: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
+
+
+async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime | None = None) -> list[IngestResult]:
+    """Bill a batch of readings (any order, duplicates welcome); returns one result per reading."""
+    now = now or utcnow()
+    meters = await _load(session, Meter, {r.meter_id for r in readings})
+    accounts = await _load(session, Account, {m.account_id for m in meters.values() if m.account_id})
+    sites = await _load(session, Site, {m.site_id for m in meters.values()})
+    versions = await _versions(session, {m.tariff_id for m in meters.values() if m.tariff_id})
+    seen = await _existing(session, readings, meters)
+    batch, results = _Batch(), []
+    for r in sorted(readings, key=lambda r: (r.meter_id, r.taken_at)):
+        m = meters.get(r.meter_id)
+        error = _refusal(r, m, accounts)
+        if error or m is None:
+            results.append(IngestResult(r.meter_id, r.taken_at, error=error))
+            continue
+        if (m.id, m.epoch, r.taken_at) in seen:
+            results.append(IngestResult(r.meter_id, r.taken_at, verdict=Verdict.DUPLICATE.value))
+            continue
+        seen.add((m.id, m.epoch, r.taken_at))
+        acc = accounts.get(m.account_id) if m.account_id else None
+        tz = ZoneInfo(sites[m.site_id].timezone)
+        results.append(_one(batch, r, m, acc, tz, versions.get(m.tariff_id or -1, [])))
+    await _write(session, batch, now)
+    await _cutoffs(session, batch, accounts, now)
+    return results
+
+
+async def _load(session: AsyncSession, model: Any, ids: set[int]) -> dict[int, Any]:
+    if not ids:
+        return {}
+    return {row.id: row for row in await session.scalars(select(model).where(model.id.in_(ids)))}
+
+
+async def _versions(session: AsyncSession, tariff_ids: set[int]) -> dict[int, list[PureVersion]]:
+    out: dict[int, list[PureVersion]] = defaultdict(list)
+    if tariff_ids:
+        for v in await session.scalars(select(TariffVersion).where(TariffVersion.tariff_id.in_(tariff_ids))):
+            out[v.tariff_id].append(PureVersion(v.id, v.effective_from, parse_tariff(v.spec)))
+    return out
+
+
+async def _existing(session: AsyncSession, readings: list[ReadingIn], meters: dict[int, Meter]) -> set[tuple[int, int, datetime]]:
+    if not readings or not meters:
+        return set()
+    lo, hi = min(r.taken_at for r in readings), max(r.taken_at for r in readings)
+    rows = await session.execute(select(Reading.meter_id, Reading.epoch, Reading.taken_at).where(
+        Reading.meter_id.in_(meters.keys()), Reading.taken_at >= lo, Reading.taken_at <= hi))
+    return {(a, b, c) for a, b, c in rows}
+
+
+def _refusal(r: ReadingIn, m: Meter | None, accounts: dict[int, Account]) -> str | None:
+    if m is None:
+        return f"unknown meter {r.meter_id}"
+    if r.taken_at.tzinfo is None:
+        return "reading time must carry a time zone"
+    if isinstance(r.total, bool) or not isinstance(r.total, int) or r.total < 0:
+        return "register value must be a non-negative integer"
+    acc = accounts.get(m.account_id) if m.account_id else None
+    if acc is not None and r.taken_at < acc.opened_at and m.base_at is not None:
+        return f"reading at {r.taken_at.isoformat()} is older than account {acc.code}"
+    return None
+
+
+def _one(batch: _Batch, r: ReadingIn, m: Meter, acc: Account | None, tz: ZoneInfo,
+         versions: list[PureVersion]) -> IngestResult:
+    base = Baseline(m.base_at, m.base_total, tuple(m.base_rates) if m.base_rates else None) \
+        if m.base_at is not None and m.base_total is not None else None
+    verdict = assess(base, r.taken_at, r.total, r.rates,
+                     RegisterLimits(modulus=m.register_modulus, max_rate_per_h=m.max_rate_per_h))
+    row: dict[str, Any] = dict(meter_id=m.id, account_id=m.account_id, epoch=m.epoch, taken_at=r.taken_at,
+                               total=r.total, rates=list(r.rates) if r.rates else None,
+                               verdict=verdict.verdict.value, quantity=0, amount_fen=0, rate_split=None,
+                               from_at=None, lines=None, txn_id=None)
+    amount = 0
+    if verdict.bills and base is not None:
+        amount = _price(batch, row, verdict, base, m, acc, tz, versions)
+    if verdict.baseline is not None:
+        b = verdict.baseline
+        m.base_at, m.base_total, m.base_rates = b.taken_at, b.total, list(b.rates) if b.rates else None
+    if verdict.verdict.flagged:
+        m.flags += 1
+    if m.last_reading_at is None or r.taken_at >= m.last_reading_at:
+        m.last_reading_at, m.last_total = r.taken_at, r.total
+        if r.relay_closed is not None:
+            m.relay_closed = r.relay_closed
+        if r.live is not None:
+            m.live = r.live
+        if r.meter_balance_fen is not None:
+            m.meter_balance_fen = r.meter_balance_fen
+        if r.purchase_count is not None:
+            m.purchase_count = r.purchase_count
+    m.online, m.last_seen_at = True, utcnow()
+    batch.readings.append(row)
+    return IngestResult(m.id, r.taken_at, verdict=verdict.verdict.value, amount=Money(amount))
+
+
+def _price(batch: _Batch, row: dict[str, Any], v: Assessment, base: Baseline, m: Meter,
+           acc: Account | None, tz: ZoneInfo, versions: list[PureVersion]) -> int:
+    month = f"{row['taken_at'].astimezone(tz):%Y-%m}"
+    base_month = f"{base.taken_at.astimezone(tz):%Y-%m}"
+    used_before = m.month_used if m.month_key == base_month else 0
+    row.update(quantity=v.quantity, from_at=base.taken_at)
+    if not versions:
+        row.update(lines=[], rate_split=[0, 0, 0, 0])
+        m.month_key, m.month_used = month, (used_before + v.quantity if month == base_month else 0)
+        return 0
+    priced = price_interval(versions, base.taken_at, row["taken_at"], v.quantity, tz, used_before, v.rates)
+    amount = priced.amount.fen
+    if acc is not None and acc.balance_model == "package" and v.quantity:
+        free = max(acc.package_units - used_before, 0) if month == base_month else acc.package_units
+        chargeable = max(v.quantity - free, 0)
+        amount = round_half_up(Decimal(amount * chargeable) / v.quantity)
+    row.update(amount_fen=amount, rate_split=list(priced.rates),
+               lines=[dict(label=ln.label, quantity=ln.quantity, unit_price=str(ln.unit_price),
+                           fen=ln.amount.fen, version_id=ln.version_id) for ln in priced.lines])
+    m.month_key, m.month_used = month, priced.month_used_after
+    if acc is not None and acc.payment_mode == "prepaid" and m.billing_side == "platform" and amount:
+        wallet = wallet_code(acc.id, m.id if acc.balance_model == "per_meter" else None)
+        batch.wallet_fen[(m.site_id, wallet, acc.id)] -= amount
+        batch.revenue_fen[(m.site_id, revenue_code(m.utility))] += amount
+        row["_site"] = m.site_id
+    return amount
+
+
+async def _write(session: AsyncSession, batch: _Batch, now: datetime) -> None:
+    """Write the batch with a handful of bulk statements; changed meters are flushed by the session."""
+    txn_ids: dict[int, int] = {}
+    for site_id in {s for s, _ in batch.revenue_fen}:
+        txn = LedgerTransaction(site_id=site_id, key=f"usage:{uuid.uuid4().hex}", kind="usage",
+                                memo="metered usage", created_at=now)
+        session.add(txn)
+        await session.flush()
+        txn_ids[site_id] = txn.id
+    if txn_ids:
+        await _post_usage(session, batch, txn_ids)
+    for row in batch.readings:
+        site = row.pop("_site", None)
+        row["txn_id"] = txn_ids.get(site) if site is not None else None
+        row["received_at"] = now
+    if batch.readings:
+        await session.execute(insert(Reading), batch.readings)
+
+
+async def _post_usage(session: AsyncSession, batch: _Batch, txn_ids: dict[int, int]) -> None:
+    amounts: dict[tuple[int, str], tuple[int, int | None]] = {}
+    for (site, code, acc_id), fen in batch.wallet_fen.items():
+        amounts[(site, code)] = (fen, acc_id)
+    for (site, code), fen in batch.revenue_fen.items():
+        amounts[(site, code)] = (fen, None)
+    ids = await _ledger_ids(session, amounts)
+    await session.execute(insert(Posting), [
+        dict(txn_id=txn_ids[site], ledger_account_id=ids[(site, code)], amount_fen=fen)
+        for (site, code), (fen, _) in amounts.items() if fen])
+    new = await _new_balances(session, ids, amounts)
+    await session.execute(update(LedgerAccount), [dict(id=ids[key], balance_fen=bal) for key, bal in new.items()])
+
+
+async def _ledger_ids(session: AsyncSession, amounts: dict[tuple[int, str], tuple[int, int | None]]) -> dict[tuple[int, str], int]:
+    codes = {code for _, code in amounts}
+    rows = await session.execute(select(LedgerAccount.site_id, LedgerAccount.code, LedgerAccount.id).where(
+        LedgerAccount.code.in_(codes)))
+    ids = {(s, c): i for s, c, i in rows}
+    missing = [k for k in amounts if k not in ids]
+    for site, code in missing:
+        la = LedgerAccount(site_id=site, code=code, account_id=amounts[(site, code)][1], balance_fen=0)
+        session.add(la)
+    if missing:
+        await session.flush()
+        rows = await session.execute(select(LedgerAccount.site_id, LedgerAccount.code, LedgerAccount.id).where(
+            LedgerAccount.code.in_(codes)))
+        ids = {(s, c): i for s, c, i in rows}
+    return ids
+
+
+async def _new_balances(session: AsyncSession, ids: dict[tuple[int, str], int],
+                        amounts: dict[tuple[int, str], tuple[int, int | None]]) -> dict[tuple[int, str], int]:
+    rows = await session.execute(select(LedgerAccount.id, LedgerAccount.balance_fen).where(
+        LedgerAccount.id.in_(ids.values())).with_for_update())
+    current = dict(rows.all())
+    return {key: current[ids[key]] + fen for key, (fen, _) in amounts.items()}
+
+
+async def _cutoffs(session: AsyncSession, batch: _Batch, accounts: dict[int, Account], now: datetime) -> None:
+    touched = {acc_id for (_, _, acc_id) in batch.wallet_fen}
+    if not touched:
+        return
+    from services.wallets import account_balance
+    for acc_id in touched:
+        acc = accounts[acc_id]
+        bal = await account_balance(session, acc)
+        if bal <= -acc.overdraft_fen or bal - sum(
+                f for (_, _, a), f in batch.wallet_fen.items() if a == acc_id) <= -acc.overdraft_fen:
+            await relay.apply_credit_rules(session, acc, bal, now)

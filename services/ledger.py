@@ -1,0 +1,78 @@
+"""Writing ledger transactions to the database, exactly once per key, and checking the books."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.ledger import Transaction
+from billing.money import Money
+from store.models import LedgerAccount, LedgerTransaction, Posting
+
+
+async def ledger_account(session: AsyncSession, site_id: int, code: str,
+                         account_id: int | None = None, meter_id: int | None = None) -> LedgerAccount:
+    """Get or create the ledger account `code` of a site."""
+    row = await session.scalar(select(LedgerAccount).where(
+        LedgerAccount.site_id == site_id, LedgerAccount.code == code))
+    if row is None:
+        row = LedgerAccount(site_id=site_id, code=code, account_id=account_id, meter_id=meter_id, balance_fen=0)
+        session.add(row)
+        await session.flush()
+    return row
+
+
+async def find(session: AsyncSession, key: str) -> LedgerTransaction | None:
+    return await session.scalar(select(LedgerTransaction).where(LedgerTransaction.key == key))
+
+
+async def post(session: AsyncSession, site_id: int, txn: Transaction, actor: str | None = None,
+               order_id: int | None = None, account_id: int | None = None) -> tuple[LedgerTransaction, bool]:
+    """Record `txn` unless its key is already recorded; returns (row, created)."""
+    existing = await find(session, txn.key)
+    if existing is not None:
+        return existing, False
+    row = LedgerTransaction(site_id=site_id, key=txn.key, kind=txn.kind, memo=txn.memo[:300],
+                            actor=actor, order_id=order_id)
+    session.add(row)
+    await session.flush()
+    for p in txn.postings:
+        acc = await ledger_account(session, site_id, p.account,
+                                   account_id=account_id if p.account.startswith(("wallet", "receivable")) else None)
+        session.add(Posting(txn_id=row.id, ledger_account_id=acc.id, amount_fen=p.amount.fen))
+        await session.execute(update(LedgerAccount).where(LedgerAccount.id == acc.id)
+                              .values(balance_fen=LedgerAccount.balance_fen + p.amount.fen))
+    await session.flush()
+    return row, True
+
+
+async def balance_of(session: AsyncSession, site_id: int, code: str) -> Money:
+    fen = await session.scalar(select(LedgerAccount.balance_fen).where(
+        LedgerAccount.site_id == site_id, LedgerAccount.code == code))
+    return Money(int(fen or 0))
+
+
+@dataclass(frozen=True)
+class BookCheck:
+    unbalanced_transactions: int
+    cache_mismatches: int
+    total_fen: int
+
+    @property
+    def ok(self) -> bool:
+        return self.unbalanced_transactions == 0 and self.cache_mismatches == 0 and self.total_fen == 0
+
+
+async def verify(session: AsyncSession) -> BookCheck:
+    """Every transaction sums to zero, every cached balance equals the sum of its postings."""
+    unbalanced = await session.scalar(select(func.count()).select_from(
+        select(Posting.txn_id).group_by(Posting.txn_id).having(func.sum(Posting.amount_fen) != 0).subquery()))
+    sums = select(Posting.ledger_account_id.label("aid"), func.sum(Posting.amount_fen).label("s")) \
+        .group_by(Posting.ledger_account_id).subquery()
+    mismatches = await session.scalar(
+        select(func.count()).select_from(LedgerAccount).outerjoin(sums, sums.c.aid == LedgerAccount.id)
+        .where(LedgerAccount.balance_fen != func.coalesce(sums.c.s, 0)))
+    grand = await session.scalar(select(func.coalesce(func.sum(Posting.amount_fen), 0)))
+    return BookCheck(int(unbalanced or 0), int(mismatches or 0), int(grand or 0))
