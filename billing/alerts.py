@@ -8,7 +8,7 @@ Rules:
   rises above threshold + hysteresis (a top-up). Each trip is one *crossing*, counted per level;
   a level fires once per crossing, never on every reading.
 - When one reading trips several levels at once (60 -> -5 yuan), only the most severe newly tripped
-  level is announced; the others are marked tripped silently, so a tenant gets one message, not three.
+  level is announced; the others are marked tripped silently: one message, not three.
 - Repeats: the most severe tripped level may be re-sent ``repeats`` times, ``repeat_interval_s``
   apart (`due_repeats`), at most one per call: a sweeper that ran late does not catch up in a burst.
 - Keys: every event has a stable idempotency key, e.g. ``low_balance:A1:L2:c3`` (3rd crossing of
@@ -170,7 +170,9 @@ class AlertState:
         return LevelState(name)
 
 
-def _stepped(level: AlertLevel, now: LevelState, balance: Money, hysteresis: Money) -> LevelState | None:
+def _stepped(
+    level: AlertLevel, now: LevelState, balance: Money, hysteresis: Money
+) -> LevelState | None:
     """The level's next state, or None when the balance does not move it."""
     if not now.tripped and balance.fen <= level.threshold.fen:
         return LevelState(level.name, True, now.crossings + 1)
@@ -201,7 +203,8 @@ def evaluate(
     if fired:
         worst = fired[-1]
         levels[worst] = dataclasses.replace(levels[worst], sends=1, last_sent_at=now)
-        events.append(_low_balance_event(state.account_id, config.levels[worst], levels[worst], balance, now))
+        level = config.levels[worst]
+        events.append(_low_balance_event(state.account_id, level, levels[worst], balance, now))
     return AlertState(state.account_id, tuple(levels)), events
 
 
@@ -226,16 +229,21 @@ def due_repeats(
 # -- relay, payment, link and load rules ---------------------------------------------------
 
 
-def cut_off_done(account_id: str, meter_id: str, command_key: str, utility: str, at: datetime) -> AlertEvent:
+def cut_off_done(
+    account_id: str, meter_id: str, command_key: str, utility: str, at: datetime
+) -> AlertEvent:
     """The relay or valve was opened for lack of credit (keyed by the relay command)."""
     details = (("meter_id", meter_id), ("utility", utility))
     return AlertEvent(AlertKind.CUT_OFF, account_id, f"cut_off:{command_key}", at, details=details)
 
 
-def supply_restored(account_id: str, meter_id: str, command_key: str, utility: str, at: datetime) -> AlertEvent:
+def supply_restored(
+    account_id: str, meter_id: str, command_key: str, utility: str, at: datetime
+) -> AlertEvent:
     """Power or water is back on (keyed by the relay command)."""
     details = (("meter_id", meter_id), ("utility", utility))
-    return AlertEvent(AlertKind.RESTORED, account_id, f"restored:{command_key}", at, details=details)
+    key = f"restored:{command_key}"
+    return AlertEvent(AlertKind.RESTORED, account_id, key, at, details=details)
 
 
 def payment_received(
@@ -243,7 +251,9 @@ def payment_received(
 ) -> AlertEvent:
     """A receipt for a settled payment (keyed by the payment, so a repeated notify sends one)."""
     key = f"payment_received:{payment_key}"
-    return AlertEvent(AlertKind.PAYMENT_RECEIVED, account_id, key, at, balance=balance_after, amount=amount)
+    return AlertEvent(
+        AlertKind.PAYMENT_RECEIVED, account_id, key, at, balance=balance_after, amount=amount
+    )
 
 
 def link_lost(
@@ -275,7 +285,8 @@ def abnormal_load(
         return None
     gap = current.at - previous.at
     step = current.watts - previous.watts
-    if not timedelta(0) < gap <= timedelta(seconds=config.load_step_window_s) or step < config.load_step_w:
+    window = timedelta(seconds=config.load_step_window_s)
+    if not timedelta(0) < gap <= window or step < config.load_step_w:
         return None
     key = f"abnormal_load:{meter_id}:{current.at.isoformat()}"
     details = (("step_w", str(step)), ("watts", str(current.watts)))
@@ -339,7 +350,7 @@ def _lost(link: LinkStatus, now: datetime, lost_after: timedelta) -> LostLink | 
 
 
 def _lost_order(lost: LostLink) -> tuple[int, int, str]:
-    """Gateways first (one lost gateway explains many meters), then never seen, then longest silent."""
+    """Gateways first (one explains many lost meters), then never seen, then longest silent."""
     silent = -(2**62) if lost.silent_s is None else -lost.silent_s
     return (0 if lost.kind is LinkKind.GATEWAY else 1, silent, lost.device_id)
 

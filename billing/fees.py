@@ -109,7 +109,7 @@ class Occupancy:
 
     def __post_init__(self) -> None:
         if self.move_out is not None and self.move_out <= self.move_in:
-            raise FeeError(f"occupancy {self.account_id}/{self.room_id}: moves out before moving in")
+            raise FeeError(f"occupancy {self.account_id}/{self.room_id}: moves out before in")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ def full_amount_fen(item: FeeItem, room_area_m2: Decimal | None) -> Decimal:
     if item.basis is Basis.FIXED:
         return Decimal(item.amount.fen)
     if room_area_m2 is None or room_area_m2 < 0:
-        raise FeeError(f"fee {item.code} is priced per m2 and needs a room area, got {room_area_m2}")
+        raise FeeError(f"fee {item.code} is priced per m2 and needs a room area: {room_area_m2}")
     return item.rate_per_m2 * room_area_m2 * FEN_PER_YUAN
 
 

@@ -73,8 +73,8 @@ _ALLOWED: dict[BillStatus, frozenset[BillStatus]] = {
     BillStatus.VOID: frozenset(),
 }
 
-_PAYABLE = frozenset({BillStatus.ISSUED, BillStatus.PARTLY_PAID, BillStatus.OVERDUE, BillStatus.PAID})
 _OPEN = frozenset({BillStatus.ISSUED, BillStatus.PARTLY_PAID, BillStatus.OVERDUE})
+_PAYABLE = _OPEN | {BillStatus.PAID}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +177,9 @@ def generate(
     if not regenerate:
         return existing
     if existing.status is not BillStatus.DRAFT:
-        raise BillTransitionError(f"{existing.key}: only a draft can be regenerated, it is {existing.status.value}")
+        raise BillTransitionError(
+            f"{existing.key}: only a draft can be regenerated, it is {existing.status.value}"
+        )
     return dataclasses.replace(fresh, revision=existing.revision + 1)
 
 
@@ -222,7 +224,8 @@ def apply_payment(bill: Bill, amount: Money, payment_key: str) -> PaymentOutcome
         after = BillStatus.PAID
     elif bill.status is BillStatus.ISSUED:
         after = BillStatus.PARTLY_PAID
-    return PaymentOutcome(_move(bill, after, paid=paid, payment_keys=keys), applied, amount - applied)
+    after_bill = _move(bill, after, paid=paid, payment_keys=keys)
+    return PaymentOutcome(after_bill, applied, amount - applied)
 
 
 def is_overdue(bill: Bill, today: date) -> bool:

@@ -70,11 +70,16 @@ def check_query(token: str, query: Mapping[str, str], now_s: float, max_skew_s: 
         raise Forged("stale timestamp")
 
 
-def _xml_root(body: bytes) -> dict[str, object]:
-    if b"<!DOCTYPE" in body.upper():
-        raise Malformed("DTDs are not accepted")
+def _utf8(body: bytes) -> str:
     try:
-        root = xmltodict.parse(body.decode("utf-8"))["xml"]
+        return body.decode("utf-8")
+    except UnicodeDecodeError as ex:
+        raise Malformed("body is not UTF-8") from ex
+
+
+def _xml_root(body: bytes) -> dict[str, object]:
+    try:
+        root = xmltodict.parse(_utf8(body))["xml"]
     except (ExpatError, ValueError, KeyError, TypeError) as ex:
         raise Malformed("not a WeChat XML message") from ex
     if not isinstance(root, dict):
@@ -133,12 +138,13 @@ def open_delivery(
     """Parse (and in AES mode verify and decrypt) a POSTed callback body."""
     if not body.strip():
         raise Malformed("empty body")
-    root = _xml_root(body)
+    if b"<!DOCTYPE" in body.upper():
+        raise Malformed("DTDs are not accepted")
     if query.get("encrypt_type", "raw").lower() != "aes":
-        return _delivery(body.decode("utf-8"), encrypted=False)
+        return _delivery(_utf8(body), encrypted=False)
     if crypto is None:
         raise Malformed("encrypted message but no EncodingAESKey configured")
-    return _delivery(_decrypt(root, query, crypto), encrypted=True)
+    return _delivery(_decrypt(_xml_root(body), query, crypto), encrypted=True)
 
 
 def seal(

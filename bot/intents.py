@@ -65,7 +65,7 @@ class Rule:
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _LATIN = re.compile(r"[a-zA-Z]")
 _EDGE_PUNCT = " \t\r\n.,;:!?~。，；：！？～、…"
-_AMOUNT = re.compile(r"(?:¥|￥)?\s*([0-9]{1,5}(?:\.[0-9]{1,2})?)\s*(?:元|块钱?|yuan|rmb|cny)?", re.I)
+_AMOUNT = re.compile(r"(?<![0-9.])([0-9]{1,5}(?:\.[0-9]{1,2})?)(?![0-9.])")
 _SPANS: tuple[tuple[UsageSpan, re.Pattern[str]], ...] = (
     ("last_month", re.compile(r"上个?月|last\s*month|previous\s*month", re.I)),
     ("today", re.compile(r"今天|今日|当天|today", re.I)),
@@ -124,7 +124,7 @@ def _rule(kind: Kind, pattern: str, build: Build | None = None) -> Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    _rule(Kind.CODE, r"^(?:验证码|校验码|code|verification\s*code)?\s*[:：是为]?\s*(?P<code>[0-9]{6})$",
+    _rule(Kind.CODE, r"^(?:验证码|校验码|code|verification\s*code)?[\s:：是为]*(?P<code>[0-9]{6})$",
           _build_code),
     _rule(Kind.BIND_PHONE,
           r"^(?:绑定|绑|bind|link)?\s*(?:我的)?(?:手机号码|手机号|手机|电话|号码|phone|mobile)?"

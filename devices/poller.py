@@ -41,10 +41,6 @@ class MeterHealth:
     next_due: float = 0.0
     polls: int = 0
 
-    @property
-    def quarantined(self) -> bool:
-        return self.failures >= POLICY_DEFAULT.fail_threshold
-
 
 POLICY_DEFAULT = PollPolicy()
 
@@ -73,6 +69,9 @@ class Poller:
     def is_online(self, ref: MeterRef, now: float | None = None) -> bool:
         last = self.health[ref].last_ok
         return last is not None and (now or time.monotonic()) - last <= self.policy.online_window_s
+
+    def is_quarantined(self, ref: MeterRef) -> bool:
+        return self.health[ref].failures >= self.policy.fail_threshold
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._bus_loop(bus)) for bus in self.meters]
@@ -103,6 +102,7 @@ class Poller:
         hub = self.hub(bus.gateway, bus.port)
         attempts = 1 if health.failures >= self.policy.fail_threshold else 1 + self.policy.retries
         health.polls += 1
+        last_error: Exception = DeviceError("not attempted")
         for _ in range(attempts):
             try:
                 sample = await hub.submit(lambda d: d.read(ref.address, profile), POLL)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,10 +53,17 @@ def percent_encode(text: str) -> str:
     return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode("utf-8"))
 
 
+def compact_json(values: Mapping[str, str]) -> str:
+    """Template params as Aliyun shows them: compact JSON, non-ASCII kept as is."""
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
 def string_to_sign(method: str, params: Mapping[str, str]) -> str:
     """The documented StringToSign for an RPC request (Signature itself excluded)."""
     canonical = "&".join(
-        f"{percent_encode(k)}={percent_encode(v)}" for k, v in sorted(params.items()) if k != "Signature"
+        f"{percent_encode(k)}={percent_encode(v)}"
+        for k, v in sorted(params.items())
+        if k != "Signature"
     )
     return f"{method.upper()}&{percent_encode('/')}&{percent_encode(canonical)}"
 

@@ -61,7 +61,7 @@ class Channel(Protocol):
     Where the provider accepts a request id or idempotency key, `msg.key` is sent as it.
     """
 
-    name: str  # logical channel: 'sms', 'voice', 'email', 'wechat_template', 'wechat_subscribe', 'push'
+    name: str  # logical channel, a key of policy.CHANNEL_RULES ('sms', 'voice', 'push'...)
     kinds: frozenset[str]  # message kinds this channel is configured to carry
 
     async def send(self, msg: Message, rendered: Rendered) -> SendResult: ...

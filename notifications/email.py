@@ -60,10 +60,10 @@ class SmtpEmail:
         mail["Subject"] = rendered.subject
         mail["Date"] = formatdate(localtime=False, usegmt=True)
         mail["Message-ID"] = message_id(msg.key, self._config.message_id_domain)
-        mail["Content-Language"] = rendered.locale
         mail["X-Meterpay-Key"] = msg.key
         mail.set_content(rendered.text)
         mail.add_alternative(rendered.html, subtype="html")
+        mail["Content-Language"] = rendered.locale  # after set_content, which drops Content-*
         return mail
 
     async def send(self, msg: Message, rendered: Rendered) -> SendResult:
@@ -77,7 +77,8 @@ class SmtpEmail:
                 timeout=cfg.timeout_s,
             )
         except aiosmtplib.SMTPException as ex:
-            return SendResult.failed(f"SMTP: {type(ex).__name__}: {ex}", retryable=_smtp_retryable(ex))
+            detail = f"SMTP: {type(ex).__name__}: {ex}"
+            return SendResult.failed(detail, retryable=_smtp_retryable(ex))
         except OSError as ex:
             return SendResult.failed(f"SMTP: {type(ex).__name__}: {ex}", retryable=True)
         return SendResult.sent(str(mail["Message-ID"]))

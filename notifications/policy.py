@@ -64,6 +64,7 @@ KIND_RULES: dict[str, KindRule] = {
     "restored": KindRule(("wechat_template", "push")),
     "receipt": KindRule(("wechat_subscribe", "wechat_template", "email")),
     "meter_lost": KindRule(("wechat_template", "email")),
+    "gateway_lost": KindRule(("email", "push"), fallback=("sms",)),  # staff-facing
     "abnormal_load": KindRule(("wechat_template", "sms")),
     "verify_code": KindRule(("sms",), quiet_exempt=True, fallback=()),
     "staff_digest": KindRule(("email",), fallback=("push",)),
@@ -157,7 +158,7 @@ def plan(
         else:
             skipped.append(Skip(channel, reason))
     if not chosen:  # e.g. the one-shot opt-in is spent and nothing else was wanted
-        stand_in = _first_usable(rule.fallback, message.kind, rule, prefs, caps, usage, chosen)
+        stand_in = _first_usable(rule.fallback, message.kind, rule, prefs, caps, usage)
         if stand_in is not None:
             chosen.append((stand_in, "fallback"))
     decisions = tuple(_decide(message, c, why, rule, now, prefs) for c, why in chosen)
@@ -202,13 +203,10 @@ def _refusal(
 
 def _first_usable(
     candidates: tuple[str, ...], kind: str, rule: KindRule, prefs: Preferences,
-    caps: Capabilities, usage: Usage, chosen: list[tuple[str, str]],
+    caps: Capabilities, usage: Usage,
 ) -> str | None:
-    taken = {c for c, _ in chosen}
     for channel in candidates:
-        if channel in taken or channel in prefs.disabled:
-            continue
-        if _refusal(channel, kind, rule, prefs, caps, usage) is None:
+        if channel not in prefs.disabled and _refusal(channel, kind, rule, prefs, caps, usage) is None:
             return channel
     return None
 

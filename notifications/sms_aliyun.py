@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +9,7 @@ from datetime import datetime
 import aiohttp
 
 from notifications import aliyun_rpc
-from notifications.aliyun_rpc import AliyunKeys
+from notifications.aliyun_rpc import AliyunKeys, compact_json
 from notifications.channel import Message, Rendered, SendResult
 
 DEFAULT_ENDPOINT = "https://dysmsapi.aliyuncs.com/"
@@ -54,7 +53,7 @@ class AliyunSms:
             "PhoneNumbers": msg.to,
             "SignName": self._config.sign_name,
             "TemplateCode": code,
-            "TemplateParam": json.dumps(rendered.field_map, ensure_ascii=False, separators=(",", ":")),
+            "TemplateParam": compact_json(rendered.field_map),
             "OutId": msg.key,
         }
         return await aliyun_rpc.call(

@@ -72,7 +72,9 @@ class TencentSms:
         self._clock = clock
         self.kinds = frozenset(config.template_ids)
 
-    def request(self, msg: Message, rendered: Rendered, template_id: str) -> tuple[dict[str, str], bytes]:
+    def request(
+        self, msg: Message, rendered: Rendered, template_id: str
+    ) -> tuple[dict[str, str], bytes]:
         """The signed headers and JSON body for one SendSms call."""
         cfg = self._config
         body = json.dumps({
@@ -86,7 +88,9 @@ class TencentSms:
         host = URL(cfg.endpoint).raw_authority
         timestamp = int(self._clock())
         to_sign = {"Content-Type": CONTENT_TYPE, "Host": host, "X-TC-Action": ACTION}
-        auth = tc3.authorization(cfg.secret_id, cfg.secret_key, SERVICE, timestamp, "POST", to_sign, body)
+        auth = tc3.authorization(
+            cfg.secret_id, cfg.secret_key, SERVICE, timestamp, "POST", to_sign, body
+        )
         headers = {
             **to_sign,
             "Authorization": auth,
@@ -118,7 +122,7 @@ def _result(response: dict) -> SendResult:
     error = response.get("Error")
     if error:
         code = str(error.get("Code", ""))
-        return SendResult.failed(f"SendSms: {code}: {error.get('Message', '')}", retryable=_retryable(code))
+        return _failed(code, error.get("Message", ""))
     statuses = response.get("SendStatusSet") or []
     if not statuses:
         return SendResult.failed("SendSms: reply without SendStatusSet", retryable=True)
@@ -126,4 +130,8 @@ def _result(response: dict) -> SendResult:
     code = str(status.get("Code", ""))
     if code == "Ok":
         return SendResult.sent(status.get("SerialNo"))
-    return SendResult.failed(f"SendSms: {code}: {status.get('Message', '')}", retryable=_retryable(code))
+    return _failed(code, status.get("Message", ""))
+
+
+def _failed(code: str, message: str) -> SendResult:
+    return SendResult.failed(f"SendSms: {code}: {message}", retryable=_retryable(code))

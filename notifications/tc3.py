@@ -1,8 +1,10 @@
 """Tencent Cloud API 3.0 request signing (TC3-HMAC-SHA256), as Tencent documents it.
 
-CanonicalRequest = METHOD \\n URI \\n QUERY \\n CanonicalHeaders \\n SignedHeaders \\n hex(sha256(body)),
+CanonicalRequest = METHOD, URI, QUERY, CanonicalHeaders, SignedHeaders, hex(sha256(body))
+joined by newlines;
 CanonicalHeaders = 'name:value\\n' per signed header, both lower-cased and trimmed, sorted by name.
-StringToSign = 'TC3-HMAC-SHA256' \\n timestamp \\n '<UTC date>/<service>/tc3_request' \\n hex(sha256(CR)).
+StringToSign = 'TC3-HMAC-SHA256', timestamp, '<UTC date>/<service>/tc3_request', hex(sha256(CR))
+joined by newlines.
 Signing key = HMAC chain: ('TC3' + secret, date) -> service -> 'tc3_request'.
 """
 
@@ -43,7 +45,8 @@ def signature(secret_key: str, timestamp: int, service: str, canonical: str) -> 
     """Hex HMAC-SHA256 of StringToSign with the derived signing key."""
     key = _hmac(f"TC3{secret_key}".encode(), utc_date(timestamp))
     key = _hmac(_hmac(key, service), "tc3_request")
-    return hmac.new(key, string_to_sign(timestamp, service, canonical).encode(), hashlib.sha256).hexdigest()
+    to_sign = string_to_sign(timestamp, service, canonical).encode()
+    return hmac.new(key, to_sign, hashlib.sha256).hexdigest()
 
 
 def authorization(

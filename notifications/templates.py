@@ -90,6 +90,15 @@ TEMPLATES: dict[str, Template] = {
             EN: "Meter {meter} has not reported since {since}. Please check the meter or gateway.",
         },
     ),
+    "gateway_lost": Template(
+        ("gateway", "since"),
+        {ZH: "网关离线", EN: "Gateway offline"},
+        {
+            ZH: "网关 {gateway} 自 {since} 起失去联系，其下表计均无法抄读，请检查网络或供电。",
+            EN: "Gateway {gateway} has been unreachable since {since}; none of its meters can be "
+            "read. Please check its network and power.",
+        },
+    ),
     "abnormal_load": Template(
         ("meter", "power_w", "at"),
         {ZH: "异常负载", EN: "Abnormal load"},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +9,7 @@ from datetime import datetime
 import aiohttp
 
 from notifications import aliyun_rpc
-from notifications.aliyun_rpc import AliyunKeys
+from notifications.aliyun_rpc import AliyunKeys, compact_json
 from notifications.channel import Message, Rendered, SendResult
 
 DEFAULT_ENDPOINT = "https://dyvmsapi.aliyuncs.com/"
@@ -53,7 +52,7 @@ class AliyunVoice:
         business = {
             "CalledNumber": msg.to,
             "TtsCode": code,
-            "TtsParam": json.dumps(rendered.field_map, ensure_ascii=False, separators=(",", ":")),
+            "TtsParam": compact_json(rendered.field_map),
             "PlayTimes": str(cfg.play_times),
             "Volume": str(cfg.volume),
             "Speed": str(cfg.speed),

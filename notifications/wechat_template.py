@@ -83,7 +83,8 @@ class AccessToken:
             self._token = None
 
     async def _fetch(self) -> tuple[str, float]:
-        params = {"grant_type": "client_credential", "appid": self._app.appid, "secret": self._app.secret}
+        app = self._app
+        params = {"grant_type": "client_credential", "appid": app.appid, "secret": app.secret}
         try:
             reply = await exchange(
                 self._session, "GET", f"{self._app.base_url}/cgi-bin/token",
@@ -142,7 +143,8 @@ class _WechatSender:
                 self.token.invalidate(token)
                 result, _ = await self._post(await self.token.get(), body)
         except KeyError as ex:
-            return SendResult.failed(f"WeChat template for {msg.kind} needs param {ex}", retryable=False)
+            detail = f"WeChat template for {msg.kind} needs param {ex}"
+            return SendResult.failed(detail, retryable=False)
         except WechatError as ex:
             return SendResult.failed(str(ex), retryable=ex.retryable)
         return result

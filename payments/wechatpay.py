@@ -54,8 +54,8 @@ CHANNELS = {
     "qr": ("/v3/pay/transactions/native", "code_url"),
 }
 
-ACK_OK = json.dumps({"code": "SUCCESS"}).encode()
-ACK_FAIL = json.dumps({"code": "FAIL", "message": "not processed, please retry"}).encode()
+ACK_OK = b'{"code":"SUCCESS"}'
+ACK_FAIL = b'{"code":"FAIL","message":"not processed, please retry"}'
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """WeChat Pay API v3 signatures and AES-256-GCM, as small pure functions on ``cryptography``.
 
 Why in-project and not ``wechatpayv3``: the v3 security scheme is four primitives (SHA256-RSA
-sign, verify, a header format and AES-GCM), ~100 lines; ``wechatpayv3`` is sync (``requests``),
-would need a thread per call in our aiohttp process, and hard-codes the gateway host, so it could
-not reach the local sandbox the tests use.
+sign, verify, a header format and AES-GCM), ~100 lines. ``wechatpayv3`` would bring a second HTTP
+stack (``requests``, or ``httpx`` + ``aiofiles`` for its async variant) beside aiohttp, keeps the
+gateway in a hard-coded private attribute (our tests point at a local server), does no replay
+(timestamp) check on callbacks, and reports a bad callback as ``None`` or a bare ``Exception``.
 """
 
 from __future__ import annotations

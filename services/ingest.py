@@ -62,12 +62,15 @@ class _Batch:
 async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime | None = None) -> list[IngestResult]:
     """Bill a batch of readings (any order, duplicates welcome); returns one result per reading."""
     now = now or utcnow()
+    naive = [r for r in readings if r.taken_at.tzinfo is None]
+    readings = [r for r in readings if r.taken_at.tzinfo is not None]
     meters = await _load(session, Meter, {r.meter_id for r in readings})
     accounts = await _load(session, Account, {m.account_id for m in meters.values() if m.account_id})
     sites = await _load(session, Site, {m.site_id for m in meters.values()})
     versions = await _versions(session, {m.tariff_id for m in meters.values() if m.tariff_id})
     seen = await _existing(session, readings, meters)
-    batch, results = _Batch(), []
+    batch = _Batch()
+    results = [IngestResult(r.meter_id, r.taken_at, error="reading time must carry a time zone") for r in naive]
     for r in sorted(readings, key=lambda r: (r.meter_id, r.taken_at)):
         m = meters.get(r.meter_id)
         error = _refusal(r, m, accounts)
@@ -112,8 +115,6 @@ async def _existing(session: AsyncSession, readings: list[ReadingIn], meters: di
 def _refusal(r: ReadingIn, m: Meter | None, accounts: dict[int, Account]) -> str | None:
     if m is None:
         return f"unknown meter {r.meter_id}"
-    if r.taken_at.tzinfo is None:
-        return "reading time must carry a time zone"
     if isinstance(r.total, bool) or not isinstance(r.total, int) or r.total < 0:
         return "register value must be a non-negative integer"
     acc = accounts.get(m.account_id) if m.account_id else None

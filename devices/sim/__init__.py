@@ -13,9 +13,11 @@ import signal
 from dataclasses import dataclass, field
 
 from devices.driver import BusEndpoint, BusProtocol
+from devices.mqtt import Topics
 from devices.profiles import PROFILES, Dlt645Profile, Profile
 from devices.sim.bus import Faults, SimBus
 from devices.sim.meter import SimClock, SimMeter
+from devices.sim.mqtt_gateway import SimMqttGateway
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,12 @@ class SimConfig:
     baud: int | None = None  # serial timing mode (e.g. 9600) when set
     host: str = "127.0.0.1"
     seed: int = 1
+    mqtt_gateways: int = 0  # 4G gateways publishing to the broker below
+    mqtt_meters: int = 4
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_prefix: str = "meterpay"
+    mqtt_interval_s: float = 5.0
 
 
 def meter_address(protocol: BusProtocol, gateway_no: int, bus_no: int, n: int) -> str:
@@ -48,6 +56,7 @@ def meter_address(protocol: BusProtocol, gateway_no: int, bus_no: int, n: int) -
 class SimulatorHandle:
     buses: list[SimBus]
     clock: SimClock
+    mqtt: list[SimMqttGateway] = field(default_factory=list)
 
     @property
     def endpoints(self) -> list[BusEndpoint]:
@@ -69,7 +78,7 @@ class SimulatorHandle:
                 bus.set_offline(offline)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(b.stop() for b in self.buses))
+        await asyncio.gather(*(b.stop() for b in self.buses), *(g.stop() for g in self.mqtt))
 
 
 def _meter(address: str, profile_key: str, clock: SimClock, seed: int) -> SimMeter:
@@ -93,14 +102,25 @@ async def run_simulator(config: SimConfig) -> SimulatorHandle:
                 meters[address] = _meter(address, spec.profile, clock, config.seed * 100_003 + g * 1000 + p * 100 + n)
             seed = config.seed + g * 31 + p
             buses.append(SimBus(spec.code, p, spec.protocol, meters, spec.faults, config.baud, seed, config.host))
-    handle = SimulatorHandle(buses, clock)
+    handle = SimulatorHandle(buses, clock, _mqtt_gateways(config, clock))
     try:
         for bus in buses:
             await bus.start()
     except OSError:
         await handle.stop()
         raise
+    for gateway in handle.mqtt:
+        gateway.start()
     return handle
+
+
+def _mqtt_gateways(config: SimConfig, clock: SimClock) -> list[SimMqttGateway]:
+    topics = Topics(config.mqtt_prefix)
+    out = []
+    for g in range(1, config.mqtt_gateways + 1):
+        meters = {str(n): _meter(str(n), "acrel_ddsy1352", clock, config.seed * 7919 + g * 100 + n) for n in range(1, config.mqtt_meters + 1)}
+        out.append(SimMqttGateway(f"4g{g}", meters, topics, config.mqtt_host, config.mqtt_port, config.mqtt_interval_s))
+    return out
 
 
 def parse_args(argv: list[str]) -> tuple[SimConfig, argparse.Namespace]:
@@ -113,13 +133,18 @@ def parse_args(argv: list[str]) -> tuple[SimConfig, argparse.Namespace]:
     parser.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
     parser.add_argument("--baud", type=int, default=None, help="emulate serial timing at this baud rate")
     parser.add_argument("--drop", type=float, default=0.0, help="probability a reply is dropped")
+    parser.add_argument("--mqtt-gateways", type=int, default=0, help="4G gateways publishing over MQTT")
+    parser.add_argument("--mqtt", default="127.0.0.1:1883", help="broker host:port")
+    parser.add_argument("--mqtt-prefix", default="meterpay")
     args = parser.parse_args(argv)
     profile = args.profile or ("dlt645_single_phase" if args.protocol == "dlt645_tcp" else "acrel_ddsy1352")
     faults = Faults(drop_rate=args.drop)
     gateways = tuple(
         GatewaySpec(f"gw{g}", args.protocol, args.buses, args.meters, profile, faults) for g in range(1, args.gateways + 1)
     )
-    return SimConfig(gateways, speed=args.speed, baud=args.baud), args
+    host, _, port = args.mqtt.rpartition(":")
+    mqtt = {"mqtt_gateways": args.mqtt_gateways, "mqtt_host": host, "mqtt_port": int(port), "mqtt_prefix": args.mqtt_prefix}
+    return SimConfig(gateways, speed=args.speed, baud=args.baud, **mqtt), args
 
 
 async def serve_forever(config: SimConfig) -> None:

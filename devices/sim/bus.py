@@ -34,6 +34,7 @@ class Faults:
     corrupt_rate: float = 0.0
     latency_s: float = 0.0
     offline_windows: tuple[tuple[float, float], ...] = ()  # (from_s, to_s) after start, real time
+    lose_write_replies: int = 0  # the next N writes are applied but their reply is lost
 
 
 class Side(Protocol):
@@ -61,6 +62,7 @@ class SimBus:
     exchanges: int = 0
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _t0: float = field(default_factory=time.monotonic)
     _rng: random.Random = field(default_factory=random.Random)
@@ -83,8 +85,9 @@ class SimBus:
         if self._server is not None:
             self._server.close()
         self._drop_connections()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     def set_offline(self, offline: bool) -> None:
         """Gateway link down: existing connections cut, new ones closed at once."""
@@ -102,6 +105,9 @@ class SimBus:
             writer.close()
             return
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         side: Side = SIDES[self.protocol](self.meters)
         try:
             while not self.offline:
@@ -110,25 +116,30 @@ class SimBus:
                 if reply is not None and not self.offline:
                     writer.write(reply)
                     await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # client gone or simulator stopping: either way this connection is over
         finally:
+            self._handlers.discard(task)  # type: ignore[arg-type]
             self._writers.discard(writer)
             writer.close()
 
     async def _exchange(self, side: Side, raw: bytes) -> bytes | None:
         """Hold the bus for the exchange's wire time; apply faults to the reply."""
         async with self._lock:
+            writes = sum(m.writes for m in self.meters.values()) if self.faults.lose_write_replies else 0
             meter, reply, wire = side.respond(raw)
             self.exchanges += 1
             if meter is not None and meter.dead:
+                reply = None
+            if self.faults.lose_write_replies and sum(m.writes for m in self.meters.values()) > writes:
+                self.faults.lose_write_replies -= 1
                 reply = None
             if reply is None:
                 wire = len(raw)
             elif self._rng.random() < self.faults.drop_rate:
                 reply = None
             elif self._rng.random() < self.faults.corrupt_rate:
-                at = self._rng.randrange(len(reply))
+                at = self._rng.randrange(len(reply) // 2, len(reply))  # body / checksum, not the preamble
                 reply = reply[:at] + bytes([reply[at] ^ 0x5A]) + reply[at + 1 :]
             delay = self.faults.latency_s + (exchange_time_s(wire, self.baud) if self.baud else 0.0)
             if delay:

@@ -44,8 +44,12 @@ class SimMeter:
     clock_offset_s: float = 0.0
     credits_applied: list[tuple[int, int]] = field(default_factory=list)
     relay_writes: int = 0
+    writes: int = 0  # relay and credit writes received, accepted or not
     _last: datetime | None = None
     _rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._last = self.clock.now()  # consumption is counted from creation, read or not
 
     def load(self, at: datetime) -> float:
         """Daily double-hump curve with noise; zero while the relay is open."""
@@ -76,6 +80,7 @@ class SimMeter:
         """False when refused: a meter-billed meter will not close with no credit."""
         self.advance()
         self.relay_writes += 1
+        self.writes += 1
         if closed and self.meter_billing and self.balance_fen <= 0:
             return False
         self.relay_closed = closed
@@ -84,6 +89,7 @@ class SimMeter:
     def apply_credit(self, purchase_count: int, amount_fen: int) -> bool:
         """Accept only the next purchase: a repeated or skipped counter is rejected."""
         self.advance()
+        self.writes += 1
         if purchase_count != self.purchase_count + 1 or amount_fen <= 0:
             return False
         self.purchase_count = purchase_count

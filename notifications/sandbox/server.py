@@ -63,6 +63,15 @@ class Sandbox:
         """Requests answered with an error."""
         return [r for r in self.received if not r.accepted]
 
+    def record(
+        self, request: web.Request, body: bytes, params: dict[str, Any], accepted: bool,
+        error: str | None = None, duplicate: bool = False,
+    ) -> None:
+        """Add a request to the log."""
+        headers = plain_headers(request)
+        entry = Received(request.path, headers, body, params, accepted, error, duplicate)
+        self.received.append(entry)
+
     def routes(self) -> list[web.RouteDef]:
         """The provider's endpoints."""
         raise NotImplementedError
@@ -90,11 +99,6 @@ class Sandbox:
         finally:
             self._stopping.set()
             await runner.cleanup()
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The raw request body."""
-    return await request.read()
 
 
 def plain_headers(request: web.Request) -> dict[str, str]:

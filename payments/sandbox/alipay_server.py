@@ -21,7 +21,6 @@ import base64
 import json
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -34,7 +33,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from billing.money import Money, MoneyError
+from billing.money import Money
+from payments.sandbox.alipay_orders import (
+    AlipayFault,
+    AlipayOrder,
+    AlipayOrderBook,
+    business,
+    now,
+    parse_amount,
+)
 from payments.sandbox.delivery import Delivery, deliver, serve
 from payments.sandbox.keys import AlipayKeys
 
@@ -43,36 +50,6 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 GATEWAY_PATH = "/gateway.do"
 
 Answer = dict[str, Any]
-
-
-class AlipayFault(Exception):
-    """A documented Alipay error answer."""
-
-    def __init__(self, code: str, msg: str, sub_code: str, sub_msg: str, signed: bool = True):
-        super().__init__(sub_code)
-        self.answer = {"code": code, "msg": msg, "sub_code": sub_code, "sub_msg": sub_msg}
-        self.signed = signed
-
-
-def _business(sub_code: str, sub_msg: str) -> AlipayFault:
-    return AlipayFault("40004", "Business Failed", sub_code, sub_msg)
-
-
-@dataclass
-class AlipayOrder:
-    """One trade as the sandbox holds it."""
-
-    out_trade_no: str
-    total: Money
-    subject: str
-    notify_url: str | None
-    trade_no: str
-    created_at: datetime
-    status: str = "WAIT_BUYER_PAY"
-    seen_by_buyer: bool = False  # a precreated QR is unknown to trade.query until scanned
-    paid_at: datetime | None = None
-    refunded: Money = Money(0)
-    refunds: dict[str, Money] = field(default_factory=dict)  # out_request_no -> amount
 
 
 def _private(pem: str) -> rsa.RSAPrivateKey:
@@ -100,17 +77,14 @@ def _pairs(params: Mapping[str, str], skip: frozenset[str]) -> str:
     return "&".join(f"{k}={params[k]}" for k in sorted(params) if k not in skip and params[k] != "")
 
 
-def _now() -> datetime:
-    return datetime.now(SHANGHAI)
-
-
 class AlipaySandbox:
     """The running sandbox: ``url`` is the gateway to configure as ALIPAY_GATEWAY."""
 
     def __init__(self, keys: AlipayKeys, *, time_window_s: float = 900.0) -> None:
         self.keys = keys
         self.url = ""
-        self.orders: dict[str, AlipayOrder] = {}
+        self.book = AlipayOrderBook()
+        self.orders = self.book.orders
         self.deliveries: list[Delivery] = []
         self.requests: list[dict[str, str]] = []  # parameters of every authenticated request
         self._time_window = timedelta(seconds=time_window_s)
@@ -129,7 +103,7 @@ class AlipaySandbox:
     def add_order(self, out_trade_no: str, amount: Money, notify_url: str,
                   subject: str = "recharge") -> AlipayOrder:
         """Put an order in directly, as if the buyer had opened it (for 'unknown order' cases)."""
-        order = self._new_order(out_trade_no, amount, subject, notify_url)
+        order = self.book.new_order(out_trade_no, amount, subject, notify_url)
         order.seen_by_buyer = True
         return order
 
@@ -145,7 +119,7 @@ class AlipaySandbox:
         """The buyer pays: the trade becomes TRADE_SUCCESS and the notify is sent."""
         order = self.orders[out_trade_no]
         if order.status == "WAIT_BUYER_PAY":
-            order.status, order.paid_at, order.seen_by_buyer = "TRADE_SUCCESS", _now(), True
+            order.status, order.paid_at, order.seen_by_buyer = "TRADE_SUCCESS", now(), True
         return await self.notify(out_trade_no, **notify_options)
 
     async def notify(self, out_trade_no: str, *, times: int = 1, concurrently: bool = False,
@@ -200,10 +174,11 @@ class AlipaySandbox:
         method = params.get("method", "")
         if method == "alipay.trade.wap.pay":
             return await self._wap_page(params)
-        key = method.replace(".", "_") + "_response" if method in self._methods else "error_response"
+        known = method in self._methods
+        key = method.replace(".", "_") + "_response" if known else "error_response"
         try:
             biz = self._authenticate(params)
-            if method not in self._methods:
+            if not known:
                 raise AlipayFault("40002", "Invalid Arguments", "isv.invalid-method", "不存在的方法名")
             if self._failures_left > 0:
                 self._failures_left -= 1
@@ -251,14 +226,14 @@ class AlipaySandbox:
         except ValueError as ex:
             raise AlipayFault("40002", "Invalid Arguments", "isv.invalid-timestamp",
                               "非法的时间戳参数") from ex
-        if abs(_now() - sent) > self._time_window:
+        if abs(now() - sent) > self._time_window:
             raise AlipayFault("40002", "Invalid Arguments", "isv.invalid-timestamp",
                               "时间戳参数超过有效时间 (Beijing time expected)")
 
     async def _wap_page(self, params: dict[str, str]) -> web.Response:
         try:
             biz = self._authenticate(params)
-            order = self._open(biz, params.get("notify_url"))
+            order = self.book.open(biz, params.get("notify_url"))
         except AlipayFault as fault:
             return web.Response(status=400, text=json.dumps(fault.answer, ensure_ascii=False))
         order.seen_by_buyer = True
@@ -268,14 +243,14 @@ class AlipaySandbox:
 
     # -- methods ------------------------------------------------------------------------
     def _precreate(self, params: dict[str, str], biz: dict[str, Any]) -> Answer:
-        order = self._open(biz, params.get("notify_url"))
+        order = self.book.open(biz, params.get("notify_url"))
         return {"out_trade_no": order.out_trade_no,
                 "qr_code": f"https://qr.alipay.com/sandbox{order.trade_no[-12:]}"}
 
     def _query(self, params: dict[str, str], biz: dict[str, Any]) -> Answer:
         order = self.orders.get(str(biz.get("out_trade_no")))
         if order is None or not order.seen_by_buyer:
-            raise _business("ACQ.TRADE_NOT_EXIST", "交易不存在")
+            raise business("ACQ.TRADE_NOT_EXIST", "交易不存在")
         answer = {"trade_no": order.trade_no, "out_trade_no": order.out_trade_no,
                   "buyer_logon_id": "tenant***@example.com", "trade_status": order.status,
                   "total_amount": order.total.to_yuan_str()}
@@ -287,52 +262,20 @@ class AlipaySandbox:
     def _refund(self, params: dict[str, str], biz: dict[str, Any]) -> Answer:
         order = self.orders.get(str(biz.get("out_trade_no")))
         if order is None:
-            raise _business("ACQ.TRADE_NOT_EXIST", "交易不存在")
+            raise business("ACQ.TRADE_NOT_EXIST", "交易不存在")
         request_no = str(biz.get("out_request_no") or order.out_trade_no)
         fund_change = "N"
         if request_no not in order.refunds:
-            self._apply_refund(order, request_no, _amount(biz.get("refund_amount")))
+            self.book.apply_refund(order, request_no, parse_amount(biz.get("refund_amount")))
             fund_change = "Y"
         return {"trade_no": order.trade_no, "out_trade_no": order.out_trade_no,
                 "buyer_logon_id": "tenant***@example.com", "fund_change": fund_change,
                 "refund_fee": order.refunded.to_yuan_str(),
-                "gmt_refund_pay": _now().strftime(TIME_FORMAT)}
-
-    def _apply_refund(self, order: AlipayOrder, request_no: str, amount: Money) -> None:
-        if order.status != "TRADE_SUCCESS":
-            raise _business("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
-        if not amount.is_positive or order.refunded + amount > order.total:
-            raise _business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
-        order.refunds[request_no] = amount
-        order.refunded = order.refunded + amount
-        if order.refunded == order.total:
-            order.status = "TRADE_CLOSED"
-
-    def _open(self, biz: dict[str, Any], notify_url: str | None) -> AlipayOrder:
-        out_trade_no, total = str(biz.get("out_trade_no") or ""), _amount(biz.get("total_amount"))
-        if not out_trade_no or len(out_trade_no) > 64:
-            raise AlipayFault("40002", "Invalid Arguments", "isv.invalid-parameter",
-                              "out_trade_no 无效")
-        order = self.orders.get(out_trade_no)
-        if order is None:
-            return self._new_order(out_trade_no, total, str(biz.get("subject", "")), notify_url)
-        if order.total != total:
-            raise _business("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改")
-        if order.status != "WAIT_BUYER_PAY":
-            raise _business("ACQ.TRADE_HAS_SUCCESS" if order.paid_at else "ACQ.TRADE_HAS_CLOSE",
-                            "交易已支付或已关闭")
-        return order
-
-    def _new_order(self, out_trade_no: str, total: Money, subject: str,
-                   notify_url: str | None) -> AlipayOrder:
-        trade_no = _now().strftime("%Y%m%d") + "22001" + f"{secrets.randbelow(10**15):015d}"
-        order = AlipayOrder(out_trade_no, total, subject, notify_url, trade_no, _now())
-        self.orders[out_trade_no] = order
-        return order
+                "gmt_refund_pay": now().strftime(TIME_FORMAT)}
 
     def _notify_fields(self, order: AlipayOrder) -> dict[str, str]:
         fields = {
-            "notify_time": _now().strftime(TIME_FORMAT), "notify_type": "trade_status_sync",
+            "notify_time": now().strftime(TIME_FORMAT), "notify_type": "trade_status_sync",
             "notify_id": secrets.token_hex(16), "app_id": self.keys.app_id,
             "auth_app_id": self.keys.app_id, "charset": "utf-8", "version": "1.0",
             "sign_type": "RSA2", "trade_no": order.trade_no, "out_trade_no": order.out_trade_no,
@@ -345,17 +288,10 @@ class AlipaySandbox:
             fields.update(gmt_payment=order.paid_at.strftime(TIME_FORMAT), receipt_amount=paid,
                           buyer_pay_amount=paid, invoice_amount=paid)
         if order.refunds:
-            fields.update(refund_fee=order.refunded.to_yuan_str(), out_biz_no=list(order.refunds)[-1],
-                          gmt_refund=_now().strftime(TIME_FORMAT))
+            fields.update(refund_fee=order.refunded.to_yuan_str(),
+                          out_biz_no=list(order.refunds)[-1],
+                          gmt_refund=now().strftime(TIME_FORMAT))
         return fields
-
-
-def _amount(value: object) -> Money:
-    try:
-        return Money.yuan(str(value))
-    except MoneyError as ex:
-        raise AlipayFault("40002", "Invalid Arguments", "isv.invalid-parameter",
-                          f"金额无效: {value!r}") from ex
 
 
 async def start_alipay_sandbox(keys: AlipayKeys, *, host: str = "127.0.0.1", port: int = 0,

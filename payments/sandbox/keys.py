@@ -53,7 +53,8 @@ class WechatPayKeys:
     apiv3_key: str = field(repr=False)  # 32 ASCII characters, used as the raw AES-256 key
 
     @classmethod
-    def generate(cls, mchid: str = "1900000001", appid: str = "wx0000000000000001") -> WechatPayKeys:
+    def generate(cls, mchid: str = "1900000001",
+                 appid: str = "wx0000000000000001") -> WechatPayKeys:
         merchant_private, merchant_public = _rsa_pair()
         platform_private, platform_public = _rsa_pair()
         return cls(

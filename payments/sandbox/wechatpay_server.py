@@ -24,11 +24,8 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
@@ -39,56 +36,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from payments.sandbox.delivery import Delivery, deliver, serve
 from payments.sandbox.keys import WechatPayKeys
+from payments.sandbox.wechatpay_orders import (
+    WechatFault,
+    WechatOrder,
+    WechatOrderBook,
+    WechatRefund,
+    now,
+)
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 SIGNATURE_WINDOW_S = 300
 AUTH = re.compile(r'^WECHATPAY2-SHA256-RSA2048 (.*)$')
 AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 Answer = tuple[int, dict[str, Any] | None]
-
-
-class WechatFault(Exception):
-    """A documented v3 error answer: HTTP status plus {"code", "message"}."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(code)
-        self.status, self.code, self.message = status, code, message
-
-
-@dataclass
-class WechatRefund:
-    """One refund request, keyed by out_refund_no."""
-
-    out_refund_no: str
-    refund_id: str
-    amount: int
-    status: str
-    notify_url: str | None
-    created_at: datetime
-    success_time: datetime | None = None
-
-
-@dataclass
-class WechatOrder:
-    """One transaction as the sandbox holds it (amounts in fen, as on the wire)."""
-
-    out_trade_no: str
-    total: int
-    description: str
-    notify_url: str
-    trade_type: str  # JSAPI | NATIVE
-    prepay_id: str
-    openid: str | None
-    created_at: datetime
-    trade_state: str = "NOTPAY"
-    transaction_id: str | None = None
-    success_time: datetime | None = None
-    refunds: dict[str, WechatRefund] = field(default_factory=dict)
-
-    @property
-    def refunded(self) -> int:
-        return sum(r.amount for r in self.refunds.values() if r.status != "CLOSED")
 
 
 def _rsa_sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
@@ -98,10 +58,6 @@ def _rsa_sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
 @cache
 def _impostor_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _now() -> datetime:
-    return datetime.now(SHANGHAI).replace(microsecond=0)
 
 
 def _json(value: Mapping[str, Any]) -> bytes:
@@ -114,9 +70,9 @@ class WechatPaySandbox:
     def __init__(self, keys: WechatPayKeys) -> None:
         self.keys = keys
         self.url = ""
-        self.orders: dict[str, WechatOrder] = {}
+        self.book = WechatOrderBook(keys)
+        self.orders = self.book.orders
         self.deliveries: list[Delivery] = []
-        self.refund_status_on_create = "PROCESSING"  # WeChat usually settles refunds later
         self.forge_answers = False  # sign answers with a key that is not the platform's
         platform = serialization.load_pem_private_key(keys.platform_private_pem.encode(), None)
         merchant = serialization.load_pem_public_key(keys.merchant_public_pem.encode())
@@ -127,10 +83,19 @@ class WechatPaySandbox:
         self._session: aiohttp.ClientSession | None = None
 
     # -- control API for tests and benchmarks -------------------------------------------
+    @property
+    def refund_status_on_create(self) -> str:
+        """PROCESSING (default, as WeChat usually answers) or SUCCESS for an instant refund."""
+        return self.book.refund_status_on_create
+
+    @refund_status_on_create.setter
+    def refund_status_on_create(self, status: str) -> None:
+        self.book.refund_status_on_create = status
+
     def add_order(self, out_trade_no: str, total_fen: int, notify_url: str,
                   openid: str = "o_sandbox_openid") -> WechatOrder:
         """Put an order in directly, as if the merchant had created it."""
-        return self._new_order(out_trade_no, total_fen, "recharge", notify_url, "JSAPI", openid)
+        return self.book.new_order(out_trade_no, total_fen, "recharge", notify_url, "JSAPI", openid)
 
     def fail_requests(self, count: int) -> None:
         """Answer the next ``count`` API calls with 500 SYSTEM_ERROR."""
@@ -154,8 +119,7 @@ class WechatPaySandbox:
         """The buyer pays: trade_state SUCCESS, then TRANSACTION.SUCCESS is sent."""
         order = self.orders[out_trade_no]
         if order.trade_state in ("NOTPAY", "USERPAYING"):
-            order.trade_state, order.success_time = "SUCCESS", _now()
-            order.transaction_id = "4200" + _now().strftime("%Y%m%d") + f"{secrets.randbelow(10**16):016d}"
+            self.book.mark_paid(order)
         return await self.notify(out_trade_no, **notify_options)
 
     async def notify(self, out_trade_no: str, *, times: int = 1, concurrently: bool = False,
@@ -169,9 +133,9 @@ class WechatPaySandbox:
                               times: int = 1, concurrently: bool = False, delay_s: float = 0.0,
                               **build_options: Any) -> list[Delivery]:
         """Settle a refund (SUCCESS / CLOSED / ABNORMAL) and send the REFUND.* notify."""
-        order, refund = self._refund_by_no(out_refund_no)
+        order, refund = self.book.refund_by_no(out_refund_no)
         refund.status = status
-        refund.success_time = _now() if status == "SUCCESS" else None
+        refund.success_time = now() if status == "SUCCESS" else None
         headers, body = self.build_refund_notify(out_refund_no, **build_options)
         return await self._send(refund.notify_url or order.notify_url, headers, body,
                                 times, concurrently, delay_s)
@@ -180,12 +144,12 @@ class WechatPaySandbox:
         """(headers, body) of a TRANSACTION.* notify; see ``_event`` for the options."""
         order = self.orders[out_trade_no]
         event = "TRANSACTION.SUCCESS" if order.trade_state == "SUCCESS" else "TRANSACTION.CLOSED"
-        return self._event(event, "支付成功", "transaction", self._transaction(order), **options)
+        return self._event(event, "支付成功", "transaction", self.book.transaction(order), **options)
 
     def build_refund_notify(self, out_refund_no: str,
                             **options: Any) -> tuple[dict[str, str], bytes]:
         """(headers, body) of a REFUND.* notify."""
-        order, refund = self._refund_by_no(out_refund_no)
+        order, refund = self.book.refund_by_no(out_refund_no)
         plain = {
             "mchid": self.keys.mchid, "out_trade_no": order.out_trade_no,
             "transaction_id": order.transaction_id, "out_refund_no": refund.out_refund_no,
@@ -241,7 +205,7 @@ class WechatPaySandbox:
         ``apiv3_key``: encrypt with another key; ``serial``: another Wechatpay-Serial."""
         key = (apiv3_key or self.keys.apiv3_key).encode()
         nonce = secrets.token_hex(6)
-        event = {"id": str(uuid.uuid4()), "create_time": _now().isoformat(),
+        event = {"id": str(uuid.uuid4()), "create_time": now().isoformat(),
                  "resource_type": "encrypt-resource", "event_type": event_type,
                  "summary": summary, "resource": self._encrypt(key, {**plain, **(overrides or {})},
                                                                original_type, nonce)}
@@ -313,11 +277,11 @@ class WechatPaySandbox:
             raise WechatFault(401, "SIGN_ERROR", "签名错误") from ex
 
     async def _jsapi(self, request: web.Request) -> Answer:
-        order = self._open(request["json"], "JSAPI")
+        order = self.book.open(request["json"], "JSAPI")
         return 200, {"prepay_id": order.prepay_id}
 
     async def _native(self, request: web.Request) -> Answer:
-        order = self._open(request["json"], "NATIVE")
+        order = self.book.open(request["json"], "NATIVE")
         return 200, {"code_url": f"weixin://wxpay/bizpayurl?pr={order.prepay_id[-8:]}"}
 
     async def _query(self, request: web.Request) -> Answer:
@@ -326,7 +290,7 @@ class WechatPaySandbox:
         order = self.orders.get(request.match_info["no"])
         if order is None:
             raise WechatFault(404, "ORDER_NOT_EXIST", "订单不存在")
-        return 200, self._transaction(order)
+        return 200, self.book.transaction(order)
 
     async def _close(self, request: web.Request) -> Answer:
         order = self.orders.get(request.match_info["no"])
@@ -343,98 +307,12 @@ class WechatPaySandbox:
         if order is None:
             raise WechatFault(404, "RESOURCE_NOT_EXISTS", "订单不存在")
         out_refund_no = str(req.get("out_refund_no") or "")
-        refund = order.refunds.get(out_refund_no) or self._new_refund(order, req, out_refund_no)
-        return 200, self._refund_answer(order, refund)
+        refund = order.refunds.get(out_refund_no) or self.book.new_refund(order, req, out_refund_no)
+        return 200, self.book.refund_answer(order, refund)
 
     async def _refund_query(self, request: web.Request) -> Answer:
-        order, refund = self._refund_by_no(request.match_info["no"])
-        return 200, self._refund_answer(order, refund)
-
-    # -- state --------------------------------------------------------------------------
-    def _open(self, req: Mapping[str, Any], trade_type: str) -> WechatOrder:
-        if req.get("appid") != self.keys.appid or req.get("mchid") != self.keys.mchid:
-            raise WechatFault(400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
-        amount, out_trade_no = req.get("amount") or {}, str(req.get("out_trade_no") or "")
-        total = amount.get("total")
-        if not 6 <= len(out_trade_no) <= 32 or not isinstance(total, int) or total <= 0 \
-                or amount.get("currency", "CNY") != "CNY" or not req.get("notify_url"):
-            raise WechatFault(400, "PARAM_ERROR", "参数错误")
-        openid = (req.get("payer") or {}).get("openid")
-        if trade_type == "JSAPI" and not openid:
-            raise WechatFault(400, "PARAM_ERROR", "JSAPI 下单需要 payer.openid")
-        order = self.orders.get(out_trade_no)
-        if order is None:
-            return self._new_order(out_trade_no, total, str(req.get("description", "")),
-                                   str(req["notify_url"]), trade_type, openid)
-        if order.total != total or order.trade_type != trade_type:
-            raise WechatFault(400, "INVALID_REQUEST", "201 商户订单号重复")
-        if order.trade_state == "SUCCESS":
-            raise WechatFault(400, "ORDER_PAID", "订单已支付")
-        if order.trade_state == "CLOSED":
-            raise WechatFault(400, "ORDER_CLOSED", "订单已关闭")
-        return order
-
-    def _new_order(self, out_trade_no: str, total: int, description: str, notify_url: str,
-                   trade_type: str, openid: str | None) -> WechatOrder:
-        order = WechatOrder(out_trade_no, total, description, notify_url, trade_type,
-                            "wx" + secrets.token_hex(15), openid, _now())
-        self.orders[out_trade_no] = order
-        return order
-
-    def _new_refund(self, order: WechatOrder, req: Mapping[str, Any],
-                    out_refund_no: str) -> WechatRefund:
-        amount = req.get("amount") or {}
-        refund, total = amount.get("refund"), amount.get("total")
-        if not out_refund_no or not isinstance(refund, int) or refund <= 0:
-            raise WechatFault(400, "PARAM_ERROR", "参数错误")
-        if order.trade_state not in ("SUCCESS", "REFUND"):
-            raise WechatFault(400, "INVALID_REQUEST", "订单未支付")
-        if total != order.total:
-            raise WechatFault(400, "INVALID_REQUEST", "订单金额与实际不符")
-        if order.refunded + refund > order.total:
-            raise WechatFault(400, "INVALID_REQUEST", "申请退款金额超过订单可退金额")
-        created = WechatRefund(out_refund_no, "5030" + secrets.token_hex(12), refund,
-                               self.refund_status_on_create, req.get("notify_url"), _now())
-        if created.status == "SUCCESS":
-            created.success_time = created.created_at
-        order.refunds[out_refund_no] = created
-        order.trade_state = "REFUND"
-        return created
-
-    def _refund_by_no(self, out_refund_no: str) -> tuple[WechatOrder, WechatRefund]:
-        for order in self.orders.values():
-            if out_refund_no in order.refunds:
-                return order, order.refunds[out_refund_no]
-        raise WechatFault(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
-
-    def _refund_answer(self, order: WechatOrder, refund: WechatRefund) -> dict[str, Any]:
-        answer = {
-            "refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
-            "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
-            "channel": "ORIGINAL", "user_received_account": "支付用户零钱",
-            "create_time": refund.created_at.isoformat(), "status": refund.status,
-            "amount": {"total": order.total, "refund": refund.amount, "payer_total": order.total,
-                       "payer_refund": refund.amount, "currency": "CNY"},
-        }
-        if refund.success_time:
-            answer["success_time"] = refund.success_time.isoformat()
-        return answer
-
-    def _transaction(self, order: WechatOrder) -> dict[str, Any]:
-        plain: dict[str, Any] = {
-            "appid": self.keys.appid, "mchid": self.keys.mchid,
-            "out_trade_no": order.out_trade_no, "trade_type": order.trade_type,
-            "trade_state": order.trade_state, "trade_state_desc": order.trade_state,
-            "attach": "", "amount": {"total": order.total, "currency": "CNY"},
-        }
-        if order.openid:
-            plain["payer"] = {"openid": order.openid}
-        if order.transaction_id and order.success_time:
-            plain.update(transaction_id=order.transaction_id, bank_type="OTHERS",
-                         success_time=order.success_time.isoformat())
-            plain["amount"].update(payer_total=order.total, payer_currency="CNY")
-        return plain
-
+        order, refund = self.book.refund_by_no(request.match_info["no"])
+        return 200, self.book.refund_answer(order, refund)
 
 async def start_wechatpay_sandbox(keys: WechatPayKeys, *, host: str = "127.0.0.1",
                                   port: int = 0) -> WechatPaySandbox:

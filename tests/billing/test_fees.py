@@ -169,3 +169,18 @@ def test_monthly_runs_charge_each_occupied_day_exactly_once(move_in, stay, recur
     assert len({c.key for c in charges}) == len(charges)
     assert sum(c.days_charged for c in charges) == stay
     assert all(move_in <= c.due_on < occupancy.move_out for c in charges)
+
+
+@pytest.mark.parametrize("module", ["alerts", "apportion", "fees", "periods", "postpaid"])
+def test_the_rule_modules_import_only_the_standard_library_and_billing(module):
+    import ast
+    import sys
+    from pathlib import Path
+
+    source = Path(__file__).parents[2] / "billing" / f"{module}.py"
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    roots |= {node.module.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module}
+    assert roots - {"billing"} <= set(sys.stdlib_module_names)

@@ -7,6 +7,7 @@ import datetime as dt
 import itertools
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import xmltodict
@@ -150,3 +151,6 @@ class WeChat:
         return self.read_reply(body)
 
 
+
+
+MakeWeChat = Callable[..., Awaitable[WeChat]]

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from botsim import AES_KEY, APPID, TOKEN, CustomMessages, Mode, WeChat, seeded_port
+from botsim import AES_KEY, APPID, TOKEN, CustomMessages, MakeWeChat, Mode, WeChat, seeded_port
 
 from bot.fake_port import FakeTenantPort
 from bot.seen import InMemorySeenStore
@@ -22,9 +22,6 @@ def port() -> FakeTenantPort:
 @pytest.fixture
 def custom() -> CustomMessages:
     return CustomMessages()
-
-
-MakeWeChat = Callable[..., Awaitable[WeChat]]
 
 
 @pytest.fixture

@@ -7,8 +7,15 @@ import time
 
 import pytest
 import xmltodict
-from botsim import ACCOUNT, SMS_CODE, STRANGER, TENANT, CustomMessages, WeChat
-from conftest import MakeWeChat
+from botsim import (
+    ACCOUNT,
+    SMS_CODE,
+    STRANGER,
+    TENANT,
+    CustomMessages,
+    MakeWeChat,
+    wechat_signature,
+)
 from wechatpy.crypto import WeChatCrypto
 
 from bot.fake_port import FakeTenantPort
@@ -154,7 +161,6 @@ async def test_undecryptable_ciphertext_with_a_valid_signature_is_a_bad_request(
     wechat = await make_wechat("safe")
     query = wechat.signed_query()
     garbage = "bm90IGEgcmVhbCBjaXBoZXJ0ZXh0"
-    from botsim import wechat_signature
     query |= {"encrypt_type": "aes",
               "msg_signature": wechat_signature(wechat.token, query["timestamp"], query["nonce"],
                                                 garbage)}
@@ -288,3 +294,13 @@ async def test_english_questions_get_english_replies(make_wechat: MakeWeChat):
     reply = await wechat.say("What's my balance?")
     assert "[A栋 101] electricity balance ¥12.34, about 6 days left" in reply
     assert "Reply \"top up\"" in reply
+
+
+async def test_shutdown_waits_for_late_answers_to_be_sent(make_wechat: MakeWeChat,
+                                                         port: FakeTenantPort,
+                                                         custom: CustomMessages):
+    wechat = await make_wechat(reply_budget_s=0.05)
+    port.delay_s = 0.3
+    assert await wechat.post_xml(wechat.text_xml(TENANT, "余额")) == (200, "success")
+    await wechat.client.close()
+    assert [openid for openid, _ in custom.sent] == [TENANT]

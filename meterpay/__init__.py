@@ -1,0 +1,1 @@
+"""meterpay: application wiring (settings, web app factory, embedded worker)."""
