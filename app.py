@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("migrate", help="apply database migrations")
     demo = sub.add_parser("demo", help="create a demo site and serve it with simulated meters")
     demo.add_argument("--rooms-per-floor", type=int, default=20)
-    demo.add_argument("--days", type=int, default=90)
+    demo.add_argument("--days", type=int, default=60)
     demo.add_argument("--no-serve", action="store_true", help="only create the demo data")
     sub.add_parser("worker", help="run the arq worker (needs REDIS_URL)")
     sim = sub.add_parser("simulate", help="run the meter simulator")

@@ -36,7 +36,7 @@ TARIFFS = {
 }
 
 
-async def seed_if_empty(settings: Settings, rooms_per_floor: int = 20, days: int = 90, seed: int = 7) -> bool:
+async def seed_if_empty(settings: Settings, rooms_per_floor: int = 20, days: int = 60, seed: int = 7) -> bool:
     """Create the demo site unless one exists; returns whether it created it."""
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
@@ -105,18 +105,19 @@ async def _room(s, site, b, f, gw, level, n, tariffs, start, rng) -> list[tuple[
         acc = await open_account(s, OpenAccount(site.id, f"租户{level}{n:02d}", f"139{level:02d}{n:06d}",
                                                 (e.id, w.id), code=f"DEMO-{b.name}-{room.number}"))
         acc.opened_at = start - timedelta(hours=1)
-        await recharge(s, acc.id, Money(rng.choice([5000, 10000, 20000, 30000])), f"demo-open-{acc.code}")
+        await recharge(s, acc.id, Money(rng.choice([20000, 30000, 50000, 80000])), f"demo-open-{acc.code}")
     return out
 
 
 async def _history(sessions, meters: list[tuple[int, str, int]], start: datetime, days: int,  # type: ignore[no-untyped-def]
                    rng: random.Random) -> None:
     totals = {mid: rng.randint(1_000_000, 5_000_000) for mid, _, _ in meters}
-    for step in range(0, days * 4 + 1):  # every 6 hours
-        at = start + timedelta(hours=6 * step)
+    for day in range(days + 1):  # readings every 6 hours, ingested a day per batch
         batch = []
-        for mid, utility, mean in meters:
-            if step:
-                totals[mid] += int(rng.expovariate(1 / mean) * (1.6 if 2 <= step % 4 <= 3 else 0.6))
-            batch.append(ReadingIn(mid, at, totals[mid]))
-        await in_transaction(sessions, lambda s, b=batch: ingest(s, b, now=at))
+        for step in range(4 if day < days else 1):
+            at = start + timedelta(hours=24 * day + 6 * step)
+            for mid, utility, mean in meters:
+                if day or step:
+                    totals[mid] += int(rng.expovariate(1 / mean) * (1.6 if step in (2, 3) else 0.6))
+                batch.append(ReadingIn(mid, at, totals[mid]))
+        await in_transaction(sessions, lambda s, b=batch, t=at: ingest(s, b, now=t))

@@ -26,6 +26,7 @@ from billing.pricing import price_interval
 from billing.readings import Assessment, Baseline, RegisterLimits, Verdict, assess
 from billing.tariffs import TariffVersion as PureVersion, parse_tariff
 from services import relay
+from services.wallets import account_balance
 from store.models import (Account, LedgerAccount, LedgerTransaction, Meter, Posting, Reading, Site,
                           TariffVersion)
 from store.types import utcnow
@@ -84,8 +85,8 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
         acc = accounts.get(m.account_id) if m.account_id else None
         tz = ZoneInfo(sites[m.site_id].timezone)
         results.append(_one(batch, r, m, acc, tz, versions.get(m.tariff_id or -1, [])))
-    await _write(session, batch, now)
-    await _cutoffs(session, batch, accounts, now)
+    moved = await _write(session, batch, now)
+    await _cutoffs(session, batch, accounts, moved, now)
     return results
 
 
@@ -184,9 +185,10 @@ def _price(batch: _Batch, row: dict[str, Any], v: Assessment, base: Baseline, m:
     return amount
 
 
-async def _write(session: AsyncSession, batch: _Batch, now: datetime) -> None:
+async def _write(session: AsyncSession, batch: _Batch, now: datetime) -> dict[int, tuple[int, int]]:
     """Write the batch with a handful of bulk statements; changed meters are flushed by the session."""
     txn_ids: dict[int, int] = {}
+    moved: dict[int, tuple[int, int]] = {}
     for site_id in {s for s, _ in batch.revenue_fen}:
         txn = LedgerTransaction(site_id=site_id, key=f"usage:{uuid.uuid4().hex}", kind="usage",
                                 memo="metered usage", created_at=now)
@@ -194,16 +196,18 @@ async def _write(session: AsyncSession, batch: _Batch, now: datetime) -> None:
         await session.flush()
         txn_ids[site_id] = txn.id
     if txn_ids:
-        await _post_usage(session, batch, txn_ids)
+        moved = await _post_usage(session, batch, txn_ids)
     for row in batch.readings:
         site = row.pop("_site", None)
         row["txn_id"] = txn_ids.get(site) if site is not None else None
         row["received_at"] = now
     if batch.readings:
         await session.execute(insert(Reading), batch.readings)
+    return moved
 
 
-async def _post_usage(session: AsyncSession, batch: _Batch, txn_ids: dict[int, int]) -> None:
+async def _post_usage(session: AsyncSession, batch: _Batch, txn_ids: dict[int, int]) -> dict[int, tuple[int, int]]:
+    """Post the batch's usage; returns each touched account's wallet total before and after."""
     amounts: dict[tuple[int, str], tuple[int, int | None]] = {}
     for (site, code, acc_id), fen in batch.wallet_fen.items():
         amounts[(site, code)] = (fen, acc_id)
@@ -215,6 +219,12 @@ async def _post_usage(session: AsyncSession, batch: _Batch, txn_ids: dict[int, i
         for (site, code), (fen, _) in amounts.items() if fen])
     new = await _new_balances(session, ids, amounts)
     await session.execute(update(LedgerAccount), [dict(id=ids[key], balance_fen=bal) for key, bal in new.items()])
+    moved: dict[int, tuple[int, int]] = {}
+    for (site, code), (fen, acc_id) in amounts.items():
+        if acc_id is not None:
+            old, cur = moved.get(acc_id, (0, 0))
+            moved[acc_id] = (old + new[(site, code)] - fen, cur + new[(site, code)])
+    return moved
 
 
 async def _ledger_ids(session: AsyncSession, amounts: dict[tuple[int, str], tuple[int, int | None]]) -> dict[tuple[int, str], int]:
@@ -242,14 +252,13 @@ async def _new_balances(session: AsyncSession, ids: dict[tuple[int, str], int],
     return {key: current[ids[key]] + fen for key, (fen, _) in amounts.items()}
 
 
-async def _cutoffs(session: AsyncSession, batch: _Batch, accounts: dict[int, Account], now: datetime) -> None:
-    touched = {acc_id for (_, _, acc_id) in batch.wallet_fen}
-    if not touched:
-        return
-    from services.wallets import account_balance
-    for acc_id in touched:
+async def _cutoffs(session: AsyncSession, batch: _Batch, accounts: dict[int, Account],
+                   moved: dict[int, tuple[int, int]], now: datetime) -> None:
+    """Queue cut-offs for accounts whose balance crossed their floor in this batch."""
+    for acc_id, (old, new) in moved.items():
         acc = accounts[acc_id]
-        bal = await account_balance(session, acc)
-        if bal <= -acc.overdraft_fen or bal - sum(
-                f for (_, _, a), f in batch.wallet_fen.items() if a == acc_id) <= -acc.overdraft_fen:
-            await relay.apply_credit_rules(session, acc, bal, now)
+        if acc.balance_model == "per_meter":
+            new = await account_balance(session, acc)
+            old = new - sum(f for (_, _, a), f in batch.wallet_fen.items() if a == acc_id)
+        if new <= -acc.overdraft_fen and new < old:
+            await relay.apply_credit_rules(session, acc, new, now)

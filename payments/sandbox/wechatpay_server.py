@@ -247,7 +247,6 @@ class WechatPaySandbox:
             if self._failures_left > 0:
                 self._failures_left -= 1
                 raise WechatFault(500, "SYSTEM_ERROR", "系统错误")
-            request["json"] = json.loads(body) if body else {}
             status, answer = await handler(request)
         except WechatFault as fault:
             status, answer = fault.status, {"code": fault.code, "message": fault.message}
@@ -277,11 +276,11 @@ class WechatPaySandbox:
             raise WechatFault(401, "SIGN_ERROR", "签名错误") from ex
 
     async def _jsapi(self, request: web.Request) -> Answer:
-        order = self.book.open(request["json"], "JSAPI")
+        order = self.book.open(await _json_body(request), "JSAPI")
         return 200, {"prepay_id": order.prepay_id}
 
     async def _native(self, request: web.Request) -> Answer:
-        order = self.book.open(request["json"], "NATIVE")
+        order = self.book.open(await _json_body(request), "NATIVE")
         return 200, {"code_url": f"weixin://wxpay/bizpayurl?pr={order.prepay_id[-8:]}"}
 
     async def _query(self, request: web.Request) -> Answer:
@@ -302,7 +301,7 @@ class WechatPaySandbox:
         return 204, None
 
     async def _refund(self, request: web.Request) -> Answer:
-        req = request["json"]
+        req = await _json_body(request)
         order = self.orders.get(str(req.get("out_trade_no")))
         if order is None:
             raise WechatFault(404, "RESOURCE_NOT_EXISTS", "订单不存在")
@@ -313,6 +312,14 @@ class WechatPaySandbox:
     async def _refund_query(self, request: web.Request) -> Answer:
         order, refund = self.book.refund_by_no(request.match_info["no"])
         return 200, self.book.refund_answer(order, refund)
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (aiohttp caches the body the middleware already read)."""
+    value = json.loads(await request.read() or b"{}")
+    if not isinstance(value, dict):
+        raise WechatFault(400, "PARAM_ERROR", "请求体不是 JSON 对象")
+    return value
+
 
 async def start_wechatpay_sandbox(keys: WechatPayKeys, *, host: str = "127.0.0.1",
                                   port: int = 0) -> WechatPaySandbox:

@@ -11,3 +11,11 @@ __all__ = [
     "LedgerTransaction", "Meter", "MeterCommand", "Order", "Outbox", "Posting", "Reading", "Room",
     "Site", "Tariff", "TariffVersion", "Tenant", "User", "UserSite",
 ]
+from store.models.charges import (ApportionGroup, ApportionMember, ApportionRun, ApportionShare, Bill,  # noqa: E402
+                                  BillLine, BillPayment, FeeItem)
+__all__ += ["ApportionGroup", "ApportionMember", "ApportionRun", "ApportionShare", "Bill", "BillLine",
+            "BillPayment", "FeeItem"]
+from store.models.tenant_link import BindChallenge, TenantLink  # noqa: E402
+__all__ += ["BindChallenge", "TenantLink"]
+from store.models.notify import Delivery, NotifyPreference, SubscribeOptIn  # noqa: E402
+__all__ += ["Delivery", "NotifyPreference", "SubscribeOptIn"]

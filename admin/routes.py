@@ -1,0 +1,38 @@
+"""The panel's URL table: one place that lists every page and action."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from admin import views_auth, views_manage, views_monitor, views_money, views_room
+
+
+def add_routes(app: web.Application, static_dir: Path) -> None:
+    r = app.router
+    r.add_get("/", views_auth.index, name="admin.index")
+    r.add_route("*", "/login", views_auth.login, name="admin.login")
+    r.add_post("/logout", views_auth.logout, name="admin.logout")
+    r.add_post("/lang", views_auth.set_lang, name="admin.lang")
+    r.add_get("/sites/{site_id}/rooms", views_monitor.monitor, name="admin.monitor")
+    r.add_get("/sites/{site_id}/rooms/stream", views_monitor.stream, name="admin.stream")
+    r.add_get("/rooms/{room_id}", views_room.room, name="admin.room")
+    r.add_post("/rooms/{room_id}/open-account", views_room.open_account, name="admin.open_account")
+    r.add_post("/accounts/{account_id}/recharge", views_room.recharge, name="admin.recharge")
+    r.add_post("/accounts/{account_id}/refund", views_room.refund, name="admin.refund")
+    r.add_post("/accounts/{account_id}/close", views_room.close, name="admin.close_account")
+    r.add_post("/meters/{meter_id}/tariff", views_room.set_tariff, name="admin.set_tariff")
+    r.add_get("/meters/{meter_id}/relay", views_room.relay_confirm, name="admin.relay_confirm")
+    r.add_post("/meters/{meter_id}/relay", views_room.relay_switch, name="admin.relay")
+    r.add_get("/audit", views_manage.audit_log, name="admin.audit")
+    r.add_get("/users", views_manage.users, name="admin.users")
+    r.add_post("/users", views_manage.user_create, name="admin.user_create")
+    r.add_post("/users/{user_id}/unlock", views_manage.user_unlock, name="admin.user_unlock")
+    r.add_get("/sites/{site_id}/tariffs", views_manage.tariffs, name="admin.tariffs")
+    r.add_post("/sites/{site_id}/tariffs", views_manage.tariff_create, name="admin.tariff_create")
+    r.add_post("/tariffs/{tariff_id}/versions", views_manage.version_add, name="admin.version_add")
+    r.add_get("/sites/{site_id}/orders", views_money.orders, name="admin.orders")
+    r.add_get("/sites/{site_id}/orders.xlsx", views_money.orders_xlsx, name="admin.orders_xlsx")
+    r.add_get("/orders/{order_id}/receipt", views_money.receipt, name="admin.receipt")
+    r.add_static("/static", static_dir, name="admin.static")

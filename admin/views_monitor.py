@@ -1,0 +1,86 @@
+"""The room monitor page and its live stream (server-sent events polled from the database)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from admin.forms import opt_int
+from admin.monitor import LINKS, STATES, RoomFilter, cells_by_id, monitor_page, site_layout
+from admin.scope import db, site_of
+from admin.security import STAFF
+from meterpay.web import SETTINGS
+
+MAX_STREAM_IDS = 500
+STREAM_LIFETIME_S = 600  # then the browser reconnects: no connection lives forever
+HEARTBEAT_S = 15
+
+
+def _filter(q: dict[str, str] | web.Request) -> RoomFilter:
+    query = q.query if isinstance(q, web.Request) else q
+    return RoomFilter(building_id=opt_int(query.get("building")), floor_level=opt_int(query.get("floor")),
+                      state=query.get("state") or None, link=query.get("link") or None,
+                      q=(query.get("q") or "")[:60], page=opt_int(query.get("page")) or 1)
+
+
+async def monitor(request: web.Request) -> web.StreamResponse:
+    f = _filter(request)
+    async with db(request) as s:
+        site = await site_of(s, request)
+        page = await monitor_page(s, site, f)
+        buildings, levels = await site_layout(s, site.id)
+    return aiohttp_jinja2.render_template("monitor.html", request, {
+        "site": site, "page": page, "f": f, "buildings": buildings, "levels": levels, "states": STATES,
+        "links": LINKS, "sites": request[STAFF].site_ids})
+
+
+def interval_s(request: web.Request) -> float:
+    return float(request.config_dict[SETTINGS].get("ADMIN_STREAM_INTERVAL_S") or 1.5)
+
+
+def _ids(raw: str) -> list[int]:
+    out = []
+    for part in raw.split(",")[:MAX_STREAM_IDS]:
+        if part.strip().isdigit():
+            out.append(int(part))
+    return out
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Push the rooms whose state changed; state lives in this connection only, the truth in the DB."""
+    ids = _ids(request.query.get("ids", ""))
+    async with db(request) as s:
+        site = await site_of(s, request)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    await resp.write(b"retry: 3000\n\n")
+    started, pause = time.monotonic(), interval_s(request)
+    try:
+        await _loop(request, resp, site, ids, started, pause)
+    except ConnectionResetError:
+        pass  # the viewer went away
+    return resp
+
+
+async def _loop(request: web.Request, resp: web.StreamResponse, site, ids: list[int],  # type: ignore[no-untyped-def]
+                started: float, pause: float) -> None:
+    last: dict[int, dict[str, object]] = {}
+    beat = started
+    while time.monotonic() - started < STREAM_LIFETIME_S:
+        async with db(request) as s:
+            cells = await cells_by_id(s, site, ids)
+        changed = [c.as_json() for c in cells if last.get(c.id) != c.as_json()]
+        if changed:
+            last.update({int(c["id"]): c for c in changed})  # type: ignore[call-overload]
+            payload = json.dumps(changed, ensure_ascii=False)
+            await resp.write(f"event: rooms\ndata: {payload}\n\n".encode())
+            beat = time.monotonic()
+        elif time.monotonic() - beat > HEARTBEAT_S:
+            await resp.write(b": keep-alive\n\n")
+            beat = time.monotonic()
+        await asyncio.sleep(pause)

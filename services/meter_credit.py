@@ -1,0 +1,100 @@
+"""Credit for meter-side billing: held pending in the ledger until the meter confirms it, then settled once.
+
+Selling credit for a meter that keeps its own balance: the payment lands in the wallet (a normal
+recharge), the amount moves wallet -> `credit_pending:meter:<id>` and a `push_credit` command is
+queued carrying the next purchase counter, all in one transaction. The meter accepts purchase
+N only once, so delivery retries cannot double it. When the executor reads the counter back
+the pending amount is settled to revenue (`meter-credit:<command>`); if the command fails,
+expires or is cancelled, the hold is voided back to the wallet. Each posting is keyed by the
+command id, so it happens at most once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.ledger import revenue_code, transfer
+from billing.money import Money
+from services import ledger, relay, wallets
+from services.errors import Conflict, InsufficientBalance, NotFound, ServiceError
+from store.models import Meter, MeterCommand
+
+LIVE_STATES = ("queued", "sent", "confirmed")  # purchases that hold (or will hold) their counter
+CREDIT_EXPIRY = timedelta(days=30)
+
+
+def pending_code(meter_id: int) -> str:
+    return f"credit_pending:meter:{meter_id}"
+
+
+async def next_purchase_count(session: AsyncSession, meter: Meter) -> int:
+    """One more than the highest counter the meter has or has been promised."""
+    rows = await session.scalars(select(MeterCommand.params).where(
+        MeterCommand.meter_id == meter.id, MeterCommand.kind == "push_credit", MeterCommand.state.in_(LIVE_STATES)))
+    promised = [int(p["purchase_count"]) for p in rows if p and "purchase_count" in p]
+    return max([meter.purchase_count or 0, *promised]) + 1
+
+
+async def queue_credit(session: AsyncSession, meter_id: int, amount: Money, key: str, actor: str | None = None,
+                       now: datetime | None = None, expires_in: timedelta = CREDIT_EXPIRY) -> MeterCommand:
+    """Hold `amount` from the meter's wallet and queue its push into the meter (once per key)."""
+    amount = wallets.require_money(amount)
+    existing = await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
+    if existing is not None:
+        return existing
+    meter = await session.get(Meter, meter_id, with_for_update=True)
+    if meter is None:
+        raise NotFound(f"meter {meter_id} not found")
+    if meter.billing_side != "meter" or meter.account_id is None:
+        raise ServiceError(f"meter {meter_id} does not keep its own balance (or has no account)")
+    acc = await wallets.get_account(session, meter.account_id, lock=True)
+    if acc.state != "open":
+        raise Conflict(f"account {acc.code} is closed")
+    wallet = await wallets.wallet_for(session, acc, meter.id)
+    held = await ledger.balance_of(session, acc.site_id, wallet)
+    if held < amount:
+        raise InsufficientBalance(f"credit {amount} exceeds the wallet balance {held}")
+    params = {"amount_fen": amount.fen, "purchase_count": await next_purchase_count(session, meter),
+              "account_id": acc.id, "wallet": wallet}
+    cmd = await relay.queue_command(session, meter.id, "push_credit", key, params=params, reason="meter-side credit",
+                                    actor=actor, expires_in=expires_in, now=now)
+    hold = transfer(f"meter-credit-hold:{cmd.id}", "credit_hold", wallet, pending_code(meter.id), amount,
+                    memo=f"credit {params['purchase_count']} on its way to meter {meter.address}")
+    await ledger.post(session, acc.site_id, hold, actor=actor, account_id=acc.id)
+    return cmd
+
+
+async def sell_credit(session: AsyncSession, account_id: int, meter_id: int, amount: Money, idempotency_key: str,
+                      provider: str = "cash", actor: str | None = None) -> MeterCommand:
+    """A paid recharge for a meter-side meter and the push of that credit, in this transaction."""
+    owner = await session.scalar(select(Meter.account_id).where(Meter.id == meter_id))
+    if owner != account_id:
+        raise NotFound(f"meter {meter_id} does not belong to account {account_id}")
+    order = await wallets.recharge(session, account_id, amount, idempotency_key, provider, meter_id, actor)
+    return await queue_credit(session, meter_id, Money(order.amount_fen), f"credit:{order.out_trade_no}", actor)
+
+
+async def settle(session: AsyncSession, row: MeterCommand, meter: Meter) -> None:
+    """The meter confirmed the purchase: the held amount becomes revenue, once."""
+    if "wallet" not in (row.params or {}):
+        return  # pushed without a ledger hold (e.g. a staff correction): nothing to settle
+    amount = Money(int(row.params["amount_fen"]))
+    txn = transfer(f"meter-credit:{row.id}", "meter_credit", pending_code(meter.id), revenue_code(meter.utility),
+                   amount, memo=f"purchase {row.params['purchase_count']} confirmed by meter {meter.address}")
+    await ledger.post(session, meter.site_id, txn, actor="system:commands")
+
+
+async def void(session: AsyncSession, row: MeterCommand) -> None:
+    """The credit will never land: give the held amount back to the wallet, once."""
+    if "wallet" not in (row.params or {}):
+        return
+    meter = await session.get(Meter, row.meter_id)
+    if meter is None:
+        return
+    txn = transfer(f"meter-credit-void:{row.id}", "credit_void", pending_code(meter.id), row.params["wallet"],
+                   Money(int(row.params["amount_fen"])), memo=f"credit {row.params['purchase_count']} {row.state}")
+    await ledger.post(session, meter.site_id, txn, actor="system:commands",
+                      account_id=int(row.params["account_id"]))

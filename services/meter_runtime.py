@@ -1,0 +1,153 @@
+"""Polling the field from the database: the fleet of gateways and meters, and one runtime that drives it.
+
+`MeterRuntime` = a devices.Poller feeding the ingest sink, a CommandExecutor on the database
+command store using the poller's bus hubs (commands go ahead of polls), and a periodic
+`mark_lost`. It runs wherever a process owns the gateways (the embedded demo, a worker).
+
+Gateway addressing (a transparent RS485-to-TCP gateway): downlink n of a gateway listens on
+TCP `gateway.port + n - 1` of `gateway.host`. The demo overrides endpoints in memory instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from devices.commands import CommandExecutor
+from devices.driver import BusEndpoint, BusProtocol
+from devices.errors import NotSupported
+from devices.hub import BusHub
+from devices.poller import Poller, PollPolicy
+from devices.profiles import ACREL_DDSY1352, DLT645_SINGLE_PHASE, PROFILES, WATER_VALVE, Profile
+from devices.sample import MeterRef
+from services.meter_commands import DbCommandStore
+from services.meter_io import ReadingSink, mark_lost
+from services.uow import in_transaction
+from store.models import Gateway, Meter
+from store.types import utcnow
+
+log = logging.getLogger(__name__)
+BUS_PROTOCOLS: frozenset[str] = frozenset({"modbus_rtu_tcp", "modbus_tcp", "dlt645_tcp"})
+BusKey = tuple[str, int]  # gateway code, downlink
+
+
+@dataclass(frozen=True, slots=True)
+class FleetMeter:
+    """One polled meter as the runtime (and the demo simulator) needs it."""
+
+    meter_id: int
+    gateway: str
+    port: int
+    address: str
+    protocol: BusProtocol
+    profile: Profile
+    billing_side: str
+    relay_closed: bool
+    last_total: int
+    base_rates: tuple[int, int, int, int] | None
+    purchase_count: int
+    meter_balance_fen: int | None
+    gateway_host: str | None
+    gateway_tcp_port: int | None
+
+
+def profile_for(model: str, utility: str, protocol: str) -> Profile:
+    """The register map for a meter model (`acrel-ddsy1352` or `acrel_ddsy1352`), else a fitting default."""
+    key = model.strip().lower().replace("-", "_")
+    if key in PROFILES:
+        return PROFILES[key]
+    if protocol == "dlt645_tcp":
+        return DLT645_SINGLE_PHASE
+    return WATER_VALVE if utility == "water" else ACREL_DDSY1352
+
+
+async def load_fleet(session: AsyncSession, gateways: Collection[str] | None = None) -> list[FleetMeter]:
+    """Every meter behind a wired (non-MQTT) gateway, optionally only the named gateways."""
+    stmt = select(Meter, Gateway).join(Gateway, Gateway.id == Meter.gateway_id).order_by(Gateway.code, Meter.port, Meter.id)
+    if gateways is not None:
+        stmt = stmt.where(Gateway.code.in_(list(gateways)))
+    out = []
+    for m, gw in (await session.execute(stmt)).all():
+        protocol = m.protocol if m.protocol in BUS_PROTOCOLS else gw.protocol
+        if protocol not in BUS_PROTOCOLS:
+            continue  # MQTT DTUs report on their own (services.meter_mqtt)
+        out.append(FleetMeter(m.id, gw.code, m.port, m.address, protocol, profile_for(m.model, m.utility, protocol),  # type: ignore[arg-type]
+                              m.billing_side, m.relay_closed, m.last_total or m.base_total or 0,
+                              tuple(m.base_rates) if m.base_rates else None,  # type: ignore[arg-type]
+                              m.purchase_count or 0, m.meter_balance_fen, gw.host, gw.port))
+    return out
+
+
+def db_endpoints(fleet: list[FleetMeter]) -> dict[BusKey, BusEndpoint]:
+    """Endpoints from the gateway rows (host, first TCP port + downlink - 1)."""
+    out = {}
+    for f in fleet:
+        if f.gateway_host and f.gateway_tcp_port:
+            out[(f.gateway, f.port)] = BusEndpoint(f.gateway, f.port, f.gateway_host, f.gateway_tcp_port + f.port - 1, f.protocol)
+    return out
+
+
+def poll_targets(fleet: list[FleetMeter], endpoints: Mapping[BusKey, BusEndpoint]) -> list[tuple[BusEndpoint, str, Profile]]:
+    """(bus, address, profile) for the poller; meters whose bus has no endpoint are left out."""
+    return [(endpoints[(f.gateway, f.port)], f.address, f.profile) for f in fleet if (f.gateway, f.port) in endpoints]
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    policy: PollPolicy = PollPolicy()
+    command_interval_s: float = 1.0
+    command_backoff_s: float = 5.0
+    command_backoff_max_s: float = 3600.0
+    lost_after_s: float = 600.0  # no reading for this long: the meter is lost
+    lost_check_s: float = 60.0
+
+
+class MeterRuntime:
+    """Poller + command executor + lost-meter sweep for one set of buses; start() / stop()."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], targets: list[tuple[BusEndpoint, str, Profile]],
+                 options: RuntimeOptions = RuntimeOptions()) -> None:
+        self.sessions, self.options = sessions, options
+        self.sink = ReadingSink.for_sessions(sessions)
+        self.poller = Poller(targets, self.sink, options.policy)
+        self.store = DbCommandStore(sessions, gateways={bus.gateway for bus, _, _ in targets})
+        self.executor = CommandExecutor(self.store, self._hub, options.command_backoff_s, options.command_backoff_max_s)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _hub(self, ref: MeterRef) -> BusHub:
+        try:
+            return self.poller.hub(ref.gateway, ref.port)
+        except KeyError as ex:  # a meter added after start: retried with backoff until polled here
+            raise NotSupported(f"bus {ref.gateway}/{ref.port} is not driven by this process") from ex
+
+    async def start(self) -> None:
+        await self.poller.start()
+        self._tasks = [asyncio.create_task(self._commands(), name="meter commands"),
+                       asyncio.create_task(self._lost(), name="lost meters")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.poller.stop()
+
+    async def _commands(self) -> None:
+        while True:
+            try:
+                await self.executor.run_due()
+            except Exception:  # noqa: BLE001 - a database blip must not stop delivery for good
+                log.exception("command pass failed; trying again")
+            await asyncio.sleep(self.options.command_interval_s)
+
+    async def _lost(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.lost_check_s)
+            try:
+                await in_transaction(self.sessions, lambda s: mark_lost(s, utcnow(), self.options.lost_after_s))
+            except Exception:
+                log.exception("lost-meter sweep failed; trying again")
