@@ -42,7 +42,9 @@ def build_admin(parent: web.Application) -> web.Application:
 
 
 def setup_admin(app: web.Application) -> web.Application:
-    """Mount the staff panel at /admin/ on the main application; returns the sub-application."""
+    """Mount the staff panel at /admin/ on the main application (once); returns the sub-application."""
+    if ADMIN in app:
+        return app[ADMIN]
     sub = build_admin(app)
     app.add_subapp("/admin/", sub)
     app[ADMIN] = sub

@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from yarl import URL
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,12 +28,12 @@ async def room(request: web.Request) -> web.StreamResponse:
         view = await room_view(s, r)
     charts = {mv.meter.id: spark(mv.daily) for mv in view.meters}
     return aiohttp_jinja2.render_template("room.html", request, {
-        "v": view, "charts": charts, "done": request.query.get("done"), "order_id": request.query.get("order")})
+        "v": view, "site": view.site, "charts": charts, "done": request.query.get("done"), "order_id": request.query.get("order")})
 
 
 def _back(room_id: int, done: str, **extra: Any) -> web.HTTPFound:
     query = {"done": done, **{k: str(v) for k, v in extra.items()}}
-    return web.HTTPFound(str(web.URL(f"/admin/rooms/{room_id}").with_query(query)))
+    return web.HTTPFound(str(URL(f"/admin/rooms/{room_id}").with_query(query)))
 
 
 async def _room_of_account(s: AsyncSession, acc: Account) -> int:

@@ -99,16 +99,25 @@ def _local(at: datetime, site: Site) -> str:
     return at.astimezone(ZoneInfo(site.timezone)).strftime("%Y-%m-%d %H:%M")
 
 
+async def queue_message(session: AsyncSession, key: str, kind: str, site: Site, at: datetime,
+                        params: dict[str, str], account: Account | None = None,
+                        staff: bool = False, context: dict[str, Any] | None = None) -> bool:
+    """Write a "notify" outbox row (once per key) for a tenant's account or the site's staff."""
+    payload = {
+        "kind": kind, "site_id": site.id, "at": at.isoformat(),
+        "account_id": account.id if account is not None else None,
+        "tenant_id": account.tenant_id if account is not None and not staff else None,
+        "audience": "staff" if staff or account is None else "tenant", "params": params,
+        "context": context or {},
+    }
+    return await outbox.write(session, key, TOPIC, payload, at)
+
+
 async def _emit(session: AsyncSession, event: AlertEvent, kind: str, site: Site,
                 params: dict[str, str], account: Account | None = None, staff: bool = False,
                 context: dict[str, Any] | None = None) -> bool:
-    payload = {
-        "kind": kind, "event": event.kind.value, "site_id": site.id, "at": event.at.isoformat(),
-        "account_id": account.id if account is not None else None,
-        "tenant_id": account.tenant_id if account is not None and not staff else None,
-        "audience": "staff" if staff else "tenant", "params": params, "context": context or {},
-    }
-    return await outbox.write(session, event.key, TOPIC, payload, event.at)
+    return await queue_message(session, event.key, kind, site, event.at, params, account, staff,
+                               context)
 
 
 async def _emit_balance(session: AsyncSession, acc: Account, site: Site, config: AlertConfig,

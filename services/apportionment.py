@@ -12,7 +12,8 @@ Rules (the split itself is billing.apportion: largest remainder, parts add up to
   part is recorded with no account: the property company bears it, nobody is charged for it.
 - The first run of a (group, period) is recorded (apportion_runs / apportion_shares) and a
   re-run skips the group, so late readings never re-split a closed month. Deducted parts post
-  ``wallet -> revenue:common:<utility>`` keyed ``apportion:<group code>:<period>:<member>``.
+  ``wallet -> revenue:common:<utility>`` keyed ``apportion:<group code>:<period>:<member>``;
+  a share falling on a postpaid account is always billed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from billing.periods import Period
 from billing.pricing import price_interval
 from billing.tariffs import TariffVersion as PureVersion, parse_tariff
 from services.errors import Conflict, NotFound, ServiceError
+from services.fees import cut_off_exhausted
 from services.ledger_bulk import chunks, post_many
 from services.occupancy import Tenancy, instants, occupant_at_end, site_zone, tenancies
 from store.models import (Account, ApportionGroup, ApportionMember, ApportionRun, ApportionShare, AuditEntry,
@@ -121,10 +123,11 @@ class ApportionSummary:
 class _Payer:
     account_id: int | None
     wallet: str | None
+    postpaid: bool = False
 
 
 def _payer(m: ApportionMember, meters: dict[int, Any], by_room: dict[int, list[Tenancy]],
-           period: Period, models: dict[int, str]) -> _Payer:
+           period: Period, models: dict[int, tuple[str, str]]) -> _Payer:
     meter = meters.get(m.meter_id) if m.meter_id is not None else None
     room_id = m.room_id if m.room_id is not None else (meter.room_id if meter is not None else None)
     if room_id is not None:
@@ -132,11 +135,12 @@ def _payer(m: ApportionMember, meters: dict[int, Any], by_room: dict[int, list[T
         if t is None:
             return _Payer(None, None)
         own_meter = m.meter_id if m.meter_id in t.meter_ids else None
-        return _Payer(t.account_id, t.wallet(own_meter))
+        return _Payer(t.account_id, t.wallet(own_meter), t.payment_mode == "postpaid")
     if meter is None or meter.account_id is None:
         return _Payer(None, None)
-    per_meter = models.get(meter.account_id) == "per_meter"
-    return _Payer(meter.account_id, wallet_code(meter.account_id, meter.id if per_meter else None))
+    model, mode = models.get(meter.account_id, ("merged", "prepaid"))
+    per_meter = model == "per_meter"
+    return _Payer(meter.account_id, wallet_code(meter.account_id, meter.id if per_meter else None), mode == "postpaid")
 
 
 def _share_txn(key: str, wallet: str, revenue: str, amount: Money, memo: str) -> Transaction:
@@ -174,8 +178,8 @@ async def run_apportionment(session: AsyncSession, site_id: int, period: Period,
         if row.room_id is not None and not row.is_master:
             room_meters[(row.room_id, row.utility)].append(mid)
     acc_ids = {row.account_id for row in meters.values() if row.account_id is not None and row.room_id is None}
-    models = dict((await session.execute(select(Account.id, Account.balance_model).where(
-        Account.id.in_(acc_ids)))).all()) if acc_ids else {}
+    models = {i: (b, p) for i, b, p in await session.execute(select(
+        Account.id, Account.balance_model, Account.payment_mode).where(Account.id.in_(acc_ids)))} if acc_ids else {}
     runs, shares, txns, owners = [], [], [], {}
     for g in todo:
         master = meters[g.master_meter_id]
@@ -201,10 +205,11 @@ async def run_apportionment(session: AsyncSession, site_id: int, period: Period,
         for m, part in zip(members[g.id], parts):
             payer = _payer(m, meters, by_room, period, models)
             key = f"apportion:{g.code}:{period.label}:{part.member_id}"
+            collection = "bill" if payer.postpaid else g.collection
             shares.append(dict(group_id=g.id, member_key=part.member_id, account_id=payer.account_id,
                                wallet=payer.wallet, weight=str(part.weight), amount_fen=part.amount.fen,
-                               collection=g.collection, source_key=key))
-            if g.collection == "deduct" and payer.wallet is not None and part.amount:
+                               collection=collection, source_key=key))
+            if collection == "deduct" and payer.wallet is not None and part.amount:
                 txns.append(_share_txn(key, payer.wallet, revenue, part.amount, f"{g.name} {period.label}"))
                 owners[payer.wallet] = payer.account_id
     run_ids: dict[int, int] = {}
@@ -216,7 +221,9 @@ async def run_apportionment(session: AsyncSession, site_id: int, period: Period,
     for part in chunks(shares):
         await session.execute(insert(ApportionShare), list(part))
     summary.shares = len(shares)
-    summary.deducted = len(await post_many(session, site_id, txns, owners, actor))
+    posted = set(await post_many(session, site_id, txns, owners, actor))
+    summary.deducted = len(posted)
+    await cut_off_exhausted(session, {owners[t.postings[0].account] for t in txns if t.key in posted})
     return summary
 
 

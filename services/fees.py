@@ -4,7 +4,9 @@ Charges come from billing.fees (proration by occupied days, due dates, keys
 ``fee:<item>:<room>:<account>:<item-period>``). Items collected by **deduct** post
 ``wallet -> revenue:fee:<item code>`` under that key through the bulk ledger writer, so a
 re-run finds the key and charges nothing; items collected by **bill** become lines of the
-account's bill for the period (services.postpaid), carrying the same key.
+account's bill for the period (services.postpaid), carrying the same key. A postpaid account
+has no prepaid wallet to deduct from: all its fees are billed. A deduction that leaves a prepaid
+account below its overdraft triggers the usual cut-off (services.relay.apply_credit_rules).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import fees as pure
@@ -22,9 +24,10 @@ from billing.ledger import Transaction, transfer
 from billing.money import Money
 from billing.periods import Period
 from services.errors import Conflict, NotFound, ServiceError
-from services.ledger_bulk import post_many
+from services import relay
+from services.ledger_bulk import chunks, post_many
 from services.occupancy import Tenancy, site_zone, tenancies
-from store.models import AuditEntry, FeeItem, Room
+from store.models import Account, AuditEntry, FeeItem, LedgerAccount, Room
 
 SCOPES = ("site", "building", "rooms")
 
@@ -109,6 +112,11 @@ class ChargeFor:
     charge: pure.FeeCharge
     tenancy: Tenancy
 
+    @property
+    def billed(self) -> bool:
+        """Collected on a bill: so configured, or the account is postpaid."""
+        return self.charge.collection is pure.Collection.BILL or self.tenancy.payment_mode == "postpaid"
+
 
 def _in_scope(item: FeeItem, room: tuple[int, int]) -> bool:
     room_id, building_id = room
@@ -160,8 +168,26 @@ async def deduct_fees(session: AsyncSession, site_id: int, period: Period, actor
                       found: list[Tenancy] | None = None) -> FeeRun:
     """Post the period's deducted fees (each key at most once); bill-collected ones are counted only."""
     charges = await period_charges(session, site_id, period, found)
-    deduct = [c for c in charges if c.charge.collection is pure.Collection.DEDUCT]
+    deduct = [c for c in charges if not c.billed]
     owners = {c.tenancy.wallet(): c.tenancy.account_id for c in deduct}
     posted = set(await post_many(session, site_id, [deduction(c) for c in deduct], owners, actor))
+    await cut_off_exhausted(session, {c.tenancy.account_id for c in deduct if c.charge.key in posted})
     fen = sum(c.charge.amount.fen for c in deduct if c.charge.key in posted)
     return FeeRun(len(posted), fen, len(deduct) - len(posted), len(charges) - len(deduct))
+
+
+async def cut_off_exhausted(session: AsyncSession, account_ids: set[int]) -> int:
+    """Queue cut-offs for prepaid accounts a deduction left below their overdraft; returns how many."""
+    if not account_ids:
+        return 0
+    low = 0
+    for part in chunks(sorted(account_ids)):
+        rows = await session.execute(
+            select(Account, func.sum(LedgerAccount.balance_fen))
+            .join(LedgerAccount, LedgerAccount.account_id == Account.id)
+            .where(Account.id.in_(part), LedgerAccount.code.like("wallet:%"), Account.payment_mode == "prepaid")
+            .group_by(Account.id).having(func.sum(LedgerAccount.balance_fen) <= -Account.overdraft_fen))
+        for acc, fen in rows:
+            await relay.apply_credit_rules(session, acc, int(fen))
+            low += 1
+    return low

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from devices.driver import BusEndpoint
+from devices.profiles import Profile
 from devices.sim import SimulatorHandle
 from devices.sim.bus import Faults, SimBus
 from devices.sim.meter import SimClock, SimMeter
@@ -26,11 +27,22 @@ def sim_meter(f: FleetMeter, clock: SimClock, seed: int) -> SimMeter:
                      base_load_w=WATER_BASE_L_PER_H if water else ELECTRIC_BASE_W,
                      meter_billing=f.billing_side == "meter", relay_closed=f.relay_closed,
                      balance_fen=float(f.meter_balance_fen or 0) if f.billing_side == "meter" else 0.0,
-                     purchase_count=f.purchase_count, energy=float(f.last_total))
+                     purchase_count=f.purchase_count, energy=float(_round_up(f.last_total, _resolution(f.profile))))
     if f.base_rates and sum(f.base_rates) <= f.last_total:
         meter.rates = [float(r) for r in f.base_rates]
     meter._rng.seed(seed)
     return meter
+
+
+def _resolution(profile: Profile) -> int:
+    """Base units per step of the total register (0.01 kWh = 10 Wh unless the map says otherwise)."""
+    reg = getattr(profile, "by_key", {}).get("energy_total")
+    return max(int(reg.scale), 1) if reg is not None else 10
+
+
+def _round_up(total: int, step: int) -> int:
+    """Start on a register step at or above the last reading, so the first read is never backward."""
+    return -(-total // step) * step
 
 
 async def fleet_simulator(fleet: list[FleetMeter], speed: float = 1.0, faults: dict[str, Faults] | None = None,

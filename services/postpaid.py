@@ -4,8 +4,8 @@ Lines of an account's bill for a period (billing.postpaid rules; one bill per ac
 - postpaid accounts: per meter, the readings ingest priced but did not debit (verdict billed or
   rollover, **taken** in the period's local days), as one energy / water line keyed
   ``usage:<meter>:<period>``;
-- fee charges collected by bill (services.fees), keyed as the charge;
-- apportioned shares collected by bill (services.apportionment), keyed as the share.
+- fee charges collected by bill, and all fees of postpaid accounts (services.fees), keyed as the charge;
+- apportioned shares collected by bill, or falling on a postpaid account, keyed as the share.
 Every open postpaid account gets a bill, even a zero one; other accounts only when they have lines.
 Re-running a period leaves bills unchanged, except a draft whose lines changed: it is regenerated.
 
@@ -29,7 +29,6 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import postpaid as pure
-from billing.fees import Collection
 from billing.ledger import Posting as PurePosting, Transaction, cash_code, revenue_code, reversal, wallet_code
 from billing.money import Money
 from billing.periods import Period
@@ -72,7 +71,7 @@ async def period_lines(session: AsyncSession, site_id: int, period: Period,
     tz = await site_zone(session, site_id)
     out = await _usage_lines(session, site_id, period, tz)
     for c in await period_charges(session, site_id, period, found):
-        if c.charge.collection is Collection.BILL:
+        if c.billed:
             out[c.tenancy.account_id].append((pure.line_for_fee(c.charge), revenue_for_fee(c.charge.item_code)))
     for s in await shares_for_bills(session, site_id, period):
         line = pure.BillLine(pure.LineKind.APPORTIONMENT, f"{s['group']} {period.label} share ({s['weight']})",

@@ -214,15 +214,17 @@ class DbTenantPort:
         return out
 
     async def recent_orders(self, openid: str) -> list[OrderView]:
-        return await self._tx(lambda s: self._orders(s, openid, RECENT_ORDERS))
+        return await self.orders(openid, RECENT_ORDERS)
+
+    async def orders(self, openid: str, limit: int) -> list[OrderView]:
+        """The newest `limit` orders of the user's bound accounts."""
+        return await self._tx(lambda s: self._orders(s, openid, limit))
 
     async def _orders(self, session: AsyncSession, openid: str, limit: int) -> list[OrderView]:
         rooms = {int(m.room.account_id): m.room for m in await self.mine(session, openid)}
         orders = await session.scalars(select(Order).where(Order.account_id.in_(rooms))
                                        .order_by(Order.created_at.desc(), Order.id.desc()).limit(limit))
-        return [OrderView(o.out_trade_no, rooms[o.account_id], "refund" if o.kind == "refund" else "recharge",
-                          Money(o.amount_fen), ORDER_STATUS.get(o.state, "pending"),  # type: ignore[arg-type]
-                          o.provider, o.created_at) for o in orders]
+        return [_order_view(o, rooms[o.account_id]) for o in orders]
 
     async def bills(self, openid: str) -> list[BillView]:
         return await self._tx(lambda s: self._bills(s, openid))
@@ -379,11 +381,22 @@ class DbTenantPort:
         views = await self.balances_of(s, mine, self._clock())
         return mine, Money(sum(v.balance.fen for v in views))
 
+    async def order_of(self, openid: str, out_trade_no: str) -> OrderView | None:
+        """One order of the user's bound accounts, by its number."""
+        return await self._tx(lambda s: self._order_of(s, openid, out_trade_no))
+
+    async def _order_of(self, s: AsyncSession, openid: str, out_trade_no: str) -> OrderView | None:
+        account_id = await s.scalar(select(Order.account_id).where(Order.out_trade_no == out_trade_no))
+        rooms = {int(m.room.account_id): m.room for m in await self.mine(s, openid)}
+        if account_id not in rooms:
+            return None
+        o = await s.scalar(select(Order).where(Order.out_trade_no == out_trade_no))
+        return _order_view(o, rooms[o.account_id]) if o is not None else None
+
     async def order_state(self, account_id: int, out_trade_no: str) -> str | None:
-        """The tenant-facing status of one of the account's orders (pending / paid / failed / ...)."""
-        state = await self._tx(lambda s: s.scalar(select(Order.state).where(
+        """The stored state of one of the account's orders (created / paid / credited / ...)."""
+        return await self._tx(lambda s: s.scalar(select(Order.state).where(
             Order.account_id == account_id, Order.out_trade_no == out_trade_no)))
-        return None if state is None else ORDER_STATUS.get(state, "pending")
 
     async def usage_series(self, openid: str, account_id: int, days: int) -> list[DayUsage] | None:
         """Daily quantity and cost per utility over the last `days` local days; None if not bound."""
@@ -413,6 +426,11 @@ class DbTenantPort:
 
 def _utility(name: str) -> Any:
     return "water" if name == "water" else "electricity"
+
+
+def _order_view(o: Order, room: RoomView) -> OrderView:
+    return OrderView(o.out_trade_no, room, "refund" if o.kind == "refund" else "recharge", Money(o.amount_fen),
+                     ORDER_STATUS.get(o.state, "pending"), o.provider, o.created_at)  # type: ignore[arg-type]
 
 
 def _squeeze(text: str) -> str:

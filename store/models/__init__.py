@@ -19,3 +19,5 @@ from store.models.tenant_link import BindChallenge, TenantLink  # noqa: E402
 __all__ += ["BindChallenge", "TenantLink"]
 from store.models.notify import Delivery, NotifyPreference, SubscribeOptIn  # noqa: E402
 __all__ += ["Delivery", "NotifyPreference", "SubscribeOptIn"]
+from store.models.payments import PaymentConflict, ProviderPayment, ReconciliationItem  # noqa: E402
+__all__ += ["PaymentConflict", "ProviderPayment", "ReconciliationItem"]

@@ -1,0 +1,46 @@
+// meterpay admin: live room updates (server-sent events), confirm prompts, one submit per form.
+(function () {
+  "use strict";
+  document.querySelectorAll("form.once").forEach(function (form) {
+    form.addEventListener("submit", function (ev) {
+      if (form.classList.contains("confirm") && !window.confirm(form.dataset.confirm || "?")) {
+        ev.preventDefault();
+        return;
+      }
+      if (form.dataset.sent) { ev.preventDefault(); return; }  // a double click sends once
+      form.dataset.sent = "1";
+      form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
+    });
+  });
+
+  var grid = document.getElementById("grid");
+  if (!grid || !window.EventSource) return;
+  var words = {};
+  document.querySelectorAll("#words i").forEach(function (i) { words[i.dataset.k] = i.textContent; });
+  var ids = Array.prototype.map.call(grid.querySelectorAll(".cell"), function (c) { return c.dataset.id; });
+  if (!ids.length) return;
+  var dot = document.getElementById("live-dot");
+  var es = new EventSource(grid.dataset.stream + "?ids=" + ids.join(","));
+  function yuan(fen) {
+    if (fen === null || fen === undefined) return "—";
+    var s = fen < 0 ? "-" : "", a = Math.abs(fen);
+    return s + Math.floor(a / 100) + "." + String(a % 100).padStart(2, "0");
+  }
+  es.addEventListener("rooms", function (ev) {
+    JSON.parse(ev.data).forEach(function (c) {
+      var el = document.getElementById("room-" + c.id);
+      if (!el) return;
+      var cls = "cell st-" + c.state + " link-" + c.link;
+      if (el.className.indexOf(cls) !== 0) {
+        el.className = cls + " flash-update";
+        setTimeout(function () { el.classList.remove("flash-update"); }, 1500);
+      }
+      el.querySelector(".state").textContent = words["st_" + c.state] || c.state;
+      el.querySelector(".bal").textContent = yuan(c.balance_fen);
+      el.querySelector(".link").textContent = c.link === "none" ? "" : (words[c.link] || c.link);
+      el.querySelector(".relay").textContent = c.relay ? (words["relay_" + c.relay] || c.relay) : "";
+    });
+  });
+  es.onopen = function () { if (dot) dot.classList.remove("off"); };
+  es.onerror = function () { if (dot) dot.classList.add("off"); };
+})();

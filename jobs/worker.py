@@ -1,0 +1,84 @@
+"""The arq worker (`python app.py worker`): job functions, cron, and a ctx opened at startup.
+
+Env: REDIS_URL (required here), ARQ_QUEUE_NAME (default "meterpay:queue"), OUTBOX_ACK_TIMEOUT_S.
+Results are not kept (keep_result=0): jobs ack through the outbox, and a finished job id can then
+be enqueued again by the sweeper if its row was somehow left unacknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq import cron
+from arq.cron import CronJob
+from arq.worker import Function, Worker, create_worker, func
+
+from jobs.context import close_context, open_context
+from jobs.enqueuer import ArqEnqueuer, redis_settings
+from jobs.tasks import (JOBS, MAX_TRIES, alert_repeats, daily_rollup, deliver_notifications,
+                        scan_lost_links, staff_digest, sweep_outbox)
+from meterpay.settings import Settings
+from services.outbox import DEFAULT_ACK_TIMEOUT_S
+
+log = logging.getLogger(__name__)
+DEFAULT_QUEUE = "meterpay:queue"
+
+
+def functions() -> list[Function]:
+    """The queued job functions, with the shared retry limit."""
+    return [func(f, max_tries=MAX_TRIES) for f in JOBS]
+
+
+def cron_jobs() -> list[CronJob]:
+    """Periodic work (times in UTC; staff_digest checks each site's local hour itself)."""
+    return [
+        cron(sweep_outbox, second=set(range(0, 60, 2)), run_at_startup=True),
+        cron(deliver_notifications, second=set(range(5, 60, 10))),
+        cron(alert_repeats, minute=set(range(0, 60, 5)), second=20),
+        cron(scan_lost_links, minute=set(range(2, 60, 5)), second=40),
+        cron(staff_digest, minute=0, second=30),
+        cron(daily_rollup, hour=16, minute=10, second=0),  # 00:10 in China
+    ]
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """arq on_startup: database, HTTP client, channels and the enqueuer on the worker's pool."""
+    settings = ctx.get("settings") or Settings.from_env()
+    await open_context(ctx, settings)
+    ctx.setdefault("ack_timeout_s", int(settings.get("OUTBOX_ACK_TIMEOUT_S") or DEFAULT_ACK_TIMEOUT_S))
+    ctx.setdefault("enqueuer", ArqEnqueuer(ctx.get("queue_name", DEFAULT_QUEUE), pool=ctx["redis"]))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """arq on_shutdown."""
+    await close_context(ctx)
+
+
+class WorkerSettings:
+    """For `arq jobs.worker.WorkerSettings` too (Redis then from arq's defaults)."""
+
+    functions = functions()
+    cron_jobs = cron_jobs()
+    on_startup = startup
+    on_shutdown = shutdown
+    keep_result = 0
+    max_tries = MAX_TRIES
+    queue_name = DEFAULT_QUEUE
+
+
+def make_worker(settings: Settings, ctx: dict[str, Any] | None = None, **overrides: Any) -> Worker:
+    """A worker for these settings; tests pass ctx (sessions, channels, clock) and overrides."""
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set: jobs run embedded in `python app.py run`")
+    queue = settings.get("ARQ_QUEUE_NAME") or DEFAULT_QUEUE
+    kwargs: dict[str, Any] = dict(redis_settings=redis_settings(settings.redis_url), queue_name=queue,
+                                  cron_jobs=cron_jobs(),
+                                  ctx={"settings": settings, "queue_name": queue, **(ctx or {})})
+    return create_worker(WorkerSettings, **{**kwargs, **overrides})
+
+
+def run_worker(settings: Settings) -> None:
+    """`python app.py worker`: run until SIGINT/SIGTERM."""
+    log.info("arq worker starting on queue %s", settings.get("ARQ_QUEUE_NAME") or DEFAULT_QUEUE)
+    make_worker(settings).run()
