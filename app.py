@@ -46,6 +46,12 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> None:
     run_worker(settings)
 
 
+def cmd_poller(settings: Settings, _args: argparse.Namespace) -> None:
+    from services.poller_process import run_poller
+
+    run_poller(settings)
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
     from devices.sim import cli_main
 
@@ -64,12 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--days", type=int, default=60)
     demo.add_argument("--no-serve", action="store_true", help="only create the demo data")
     sub.add_parser("worker", help="run the arq worker (needs REDIS_URL)")
+    sub.add_parser("poller", help="poll the gateways this process holds a lease on (scale-out)")
     sim = sub.add_parser("simulate", help="run the meter simulator")
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     handlers = {"run": cmd_run, "migrate": cmd_migrate, "demo": cmd_demo, "worker": cmd_worker,
-                "simulate": cmd_simulate}
+                "poller": cmd_poller, "simulate": cmd_simulate}
     handlers[args.command](settings, args)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import base64
 import hashlib
 from pathlib import Path
@@ -12,6 +14,7 @@ from aiohttp import web
 from aiohttp_session import setup as setup_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
+from admin.readdb import reads_ctx
 from admin.routes import add_routes
 from admin.security import errors, guard
 from admin.templating import context, filters
@@ -37,15 +40,23 @@ def build_admin(parent: web.Application) -> web.Application:
     sub.middlewares.append(guard)
     aiohttp_jinja2.setup(sub, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                          context_processors=[context], filters=filters(), default_helpers=True)
+    sub.cleanup_ctx.append(reads_ctx(settings.database_url))
     add_routes(sub, HERE / "static")
     return sub
 
 
-def setup_admin(app: web.Application) -> web.Application:
-    """Mount the staff panel at /admin/ on the main application (once); returns the sub-application."""
+def setup_admin(app: web.Application,
+                extra: "tuple[Callable[[web.Application], None], ...]" = ()) -> web.Application:
+    """Mount the staff panel at /admin/ on the main application (once); returns the sub-application.
+
+    `extra` adds more pages (reports, finance, batches) to the sub-application before it is
+    mounted, since a mounted sub-application's router is frozen.
+    """
     if ADMIN in app:
         return app[ADMIN]
     sub = build_admin(app)
+    for add_pages in extra:
+        add_pages(sub)
     app.add_subapp("/admin/", sub)
     app[ADMIN] = sub
     app.router.add_get("/admin", _slash)

@@ -13,6 +13,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "sign_in_refused": ("用户名或密码错误，或账号已锁定", "Wrong username or password, or account locked"),
     "monitor": ("房间监控", "Room monitor"), "audit": ("操作日志", "Audit log"), "users": ("用户", "Users"),
     "tariffs": ("电价方案", "Tariffs"), "orders": ("订单", "Orders"), "site": ("站点", "Site"),
+    "finance": ("财务", "Finance"), "reports": ("报表", "Reports"), "batches": ("批量任务", "Batches"),
     "building": ("楼栋", "Building"), "floor": ("楼层", "Floor"), "room": ("房间", "Room"),
     "all": ("全部", "All"), "search": ("搜索", "Search"), "filter": ("筛选", "Filter"),
     "state": ("状态", "State"), "online": ("在线", "Online"), "lost": ("离线", "Lost"),

@@ -51,28 +51,40 @@ def thresholds_of(site: Site) -> tuple[int, int, int]:
     return DEFAULT_THRESHOLDS_FEN
 
 
-def _rooms(site_id: int, thresholds: tuple[int, int, int]):  # type: ignore[no-untyped-def]
-    """A subquery: one row per room of the site, with its computed link and balance state."""
+def _rooms(site_id: int, thresholds: tuple[int, int, int], room_ids: Sequence[int] | None = None,  # type: ignore[no-untyped-def]
+           with_tenant: bool = True):
+    """A subquery: one row per room of the site, with its computed link and balance state.
+
+    Meters and wallets are each aggregated once (grouped subqueries joined by key), not per row.
+    """
+    meter_where = [Meter.site_id == site_id, Meter.room_id.is_not(None)]
+    if room_ids is not None:
+        meter_where.append(Meter.room_id.in_(list(room_ids)))
     per_room = (select(Meter.room_id.label("room_id"), func.count(Meter.id).label("n"),
                        func.sum(case((Meter.online, 1), else_=0)).label("n_online"),
                        func.sum(case((Meter.relay_closed, 0), else_=1)).label("n_off"),
                        func.max(Meter.account_id).label("account_id"))
-                .where(Meter.site_id == site_id, Meter.room_id.is_not(None))
-                .group_by(Meter.room_id).subquery("per_room"))
-    bal = (select(func.sum(LedgerAccount.balance_fen)).where(
-        LedgerAccount.account_id == per_room.c.account_id, LedgerAccount.code.like("wallet:%"))
-        .scalar_subquery())
-    inner = (select(Room.id, Room.number, Room.building_id, Building.name.label("building"),
-                    Floor.level.label("floor_level"), func.coalesce(per_room.c.n, 0).label("n"),
-                    func.coalesce(per_room.c.n_online, 0).label("n_online"),
-                    func.coalesce(per_room.c.n_off, 0).label("n_off"), per_room.c.account_id,
-                    case((per_room.c.account_id.is_(None), literal(None)), else_=func.coalesce(bal, 0)).label("balance"),
-                    Account.code.label("account_code"), Tenant.name.label("tenant"), Tenant.phone.label("phone"))
-             .join(Building, Building.id == Room.building_id).join(Floor, Floor.id == Room.floor_id)
-             .outerjoin(per_room, per_room.c.room_id == Room.id)
-             .outerjoin(Account, Account.id == per_room.c.account_id)
-             .outerjoin(Tenant, Tenant.id == Account.tenant_id)
-             .where(Room.site_id == site_id).subquery("r"))
+                .where(*meter_where).group_by(Meter.room_id).subquery("per_room"))
+    wallet_where = [LedgerAccount.site_id == site_id, LedgerAccount.code.like("wallet:%")]
+    if room_ids is not None:
+        wallet_where.append(LedgerAccount.account_id.in_(
+            select(Meter.account_id).where(Meter.room_id.in_(list(room_ids)))))
+    bal = (select(LedgerAccount.account_id.label("account_id"), func.sum(LedgerAccount.balance_fen).label("fen"))
+           .where(*wallet_where).group_by(LedgerAccount.account_id).subquery("bal"))
+    room_where = [Room.site_id == site_id] + ([Room.id.in_(list(room_ids))] if room_ids is not None else [])
+    cols = [Room.id, Room.number, Room.building_id, Building.name.label("building"),
+            Floor.level.label("floor_level"), func.coalesce(per_room.c.n, 0).label("n"),
+            func.coalesce(per_room.c.n_online, 0).label("n_online"),
+            func.coalesce(per_room.c.n_off, 0).label("n_off"), per_room.c.account_id,
+            case((per_room.c.account_id.is_(None), literal(None)), else_=func.coalesce(bal.c.fen, 0)).label("balance")]
+    if with_tenant:
+        cols += [Account.code.label("account_code"), Tenant.name.label("tenant"), Tenant.phone.label("phone")]
+    stmt = (select(*cols).join(Building, Building.id == Room.building_id).join(Floor, Floor.id == Room.floor_id)
+            .outerjoin(per_room, per_room.c.room_id == Room.id)
+            .outerjoin(bal, bal.c.account_id == per_room.c.account_id))
+    if with_tenant:
+        stmt = stmt.outerjoin(Account, Account.id == per_room.c.account_id).outerjoin(Tenant, Tenant.id == Account.tenant_id)
+    inner = stmt.where(*room_where).subquery("r")
     t1, t2, t3 = thresholds
     state = case((inner.c.account_id.is_(None), "vacant"), (inner.c.n_off > 0, "cutoff"),
                  (inner.c.balance < 0, "arrears"), (inner.c.balance <= t3, "alert3"),
@@ -121,27 +133,61 @@ class MonitorPage:
     pages: int
 
 
-async def monitor_page(session: AsyncSession, site: Site, f: RoomFilter) -> MonitorPage:
-    """One page of rooms plus the count per state: two aggregated queries, no per-room queries."""
-    inner, state, link = _rooms(site.id, thresholds_of(site))
+async def state_counts(session: AsyncSession, site: Site, f: RoomFilter) -> dict[str, int]:
+    """Rooms per balance state (building, floor, link and search filters applied): one site-wide aggregate."""
+    inner, state, link = _rooms(site.id, thresholds_of(site), with_tenant=bool(f.q.strip()))
     base = _filtered(inner, state, link, f, with_state=False)
-    counts = {s: int(n) for s, n in (await session.execute(
+    return {s: int(n) for s, n in (await session.execute(
         select(state, func.count()).where(and_(True, *base)).group_by(state))).all()}
-    total = counts.get(f.state, 0) if f.state in STATES else sum(counts.values())
+
+
+async def monitor_page(session: AsyncSession, site: Site, f: RoomFilter) -> MonitorPage:
+    """One page of rooms, aggregating only that page's rooms unless a filter needs the whole site.
+
+    Without a state, link or search filter the page comes straight from the rooms table and the
+    per-state counts are left to the live stream (`counts` is then empty): a page view costs the
+    same with 100 rooms as with 10,000.
+    """
+    thresholds, needs_tenant = thresholds_of(site), bool(f.q.strip())
+    plain = f.state not in STATES and f.link not in LINKS and not needs_tenant
+    if plain:
+        counts: dict[str, int] = {}
+        total = int(await session.scalar(_plain_page(site.id, f, None).with_only_columns(func.count())) or 0)
+    else:
+        counts = await state_counts(session, site, f)
+        total = counts.get(f.state, 0) if f.state in STATES else sum(counts.values())
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, f.page), pages)
-    stmt = _cells_stmt(inner, state, link, _filtered(inner, state, link, f)) \
-        .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
-    cells = [_cell(r) for r in (await session.execute(stmt)).all()]
-    return MonitorPage(cells, counts, total, page, pages)
+    if plain:
+        ids_stmt = _plain_page(site.id, f, page)
+    else:
+        inner, state, link = _rooms(site.id, thresholds, with_tenant=needs_tenant)
+        ids_stmt = (select(inner.c.id).where(and_(True, *_filtered(inner, state, link, f)))
+                    .order_by(inner.c.building, inner.c.floor_level, inner.c.number)
+                    .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE))
+    ids = list(await session.scalars(ids_stmt))
+    return MonitorPage(await cells_by_id(session, site, ids), counts, total, page, pages)
+
+
+def _plain_page(site_id: int, f: RoomFilter, page: int | None) -> Select[Any]:
+    """Room ids of one page straight from the rooms table (no filter that needs meters or money)."""
+    stmt = (select(Room.id).join(Building, Building.id == Room.building_id).join(Floor, Floor.id == Room.floor_id)
+            .where(Room.site_id == site_id))
+    if f.building_id is not None:
+        stmt = stmt.where(Room.building_id == f.building_id)
+    if f.floor_level is not None:
+        stmt = stmt.where(Floor.level == f.floor_level)
+    if page is None:
+        return stmt
+    return stmt.order_by(Building.name, Floor.level, Room.number).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
 
 
 async def cells_by_id(session: AsyncSession, site: Site, room_ids: Sequence[int]) -> list[RoomCell]:
     """The current state of the given rooms (those on a viewer's page), for the live stream."""
     if not room_ids:
         return []
-    inner, state, link = _rooms(site.id, thresholds_of(site))
-    stmt = _cells_stmt(inner, state, link, [inner.c.id.in_(list(room_ids))])
+    inner, state, link = _rooms(site.id, thresholds_of(site), room_ids)
+    stmt = _cells_stmt(inner, state, link, [])
     return [_cell(r) for r in (await session.execute(stmt)).all()]
 
 

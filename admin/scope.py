@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from admin.readdb import reads
 from admin.security import STAFF
 from meterpay.web import SESSIONS
 from services.errors import NotFound
@@ -17,7 +18,8 @@ T = TypeVar("T")
 
 
 def db(request: web.Request) -> AsyncSession:
-    return request.config_dict[SESSIONS]()
+    """A session for a page's reads (writes go through `sessions(request)` and in_transaction)."""
+    return reads(request)
 
 
 def sessions(request: web.Request) -> Any:

@@ -12,7 +12,8 @@ from functools import wraps
 from aiohttp import web
 from aiohttp_session import Session, get_session
 
-from meterpay.web import SESSIONS, SETTINGS
+from admin.readdb import reads
+from meterpay.web import SETTINGS
 from services.errors import ServiceError
 from services.staff import Staff, load_staff
 
@@ -59,7 +60,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     now = int(time.time())
     staff = None
     if uid is not None and now - int(seen) <= idle_timeout_s(request):
-        async with request.config_dict[SESSIONS]() as db:
+        async with reads(request) as db:
             staff = await load_staff(db, int(uid))
     if staff is None:
         if uid is not None:

@@ -39,4 +39,5 @@ async def context(request: web.Request) -> dict[str, Any]:
     lang = norm(session.get("lang"))
     staff = request.get(STAFF)
     return {"_": lambda key: translate(key, lang), "lang": lang, "csrf": csrf_token(session), "staff": staff,
+            "request": request,
             "new_key": lambda: uuid.uuid4().hex}

@@ -10,7 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from admin.forms import opt_int
-from admin.monitor import LINKS, STATES, RoomFilter, cells_by_id, monitor_page, site_layout
+from admin.monitor import LINKS, STATES, RoomFilter, cells_by_id, monitor_page, site_layout, state_counts
 from admin.scope import db, site_of
 from admin.security import STAFF
 from meterpay.web import SETTINGS
@@ -18,6 +18,7 @@ from meterpay.web import SETTINGS
 MAX_STREAM_IDS = 500
 STREAM_LIFETIME_S = 600  # then the browser reconnects: no connection lives forever
 HEARTBEAT_S = 15
+COUNTS_EVERY_S = 10  # the site-wide per-state counts are the one costly query: not every tick
 
 
 def _filter(q: dict[str, str] | web.Request) -> RoomFilter:
@@ -52,7 +53,7 @@ def _ids(raw: str) -> list[int]:
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """Push the rooms whose state changed; state lives in this connection only, the truth in the DB."""
-    ids = _ids(request.query.get("ids", ""))
+    ids, f = _ids(request.query.get("ids", "")), _filter(request)
     async with db(request) as s:
         site = await site_of(s, request)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -61,19 +62,27 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await resp.write(b"retry: 3000\n\n")
     started, pause = time.monotonic(), interval_s(request)
     try:
-        await _loop(request, resp, site, ids, started, pause)
+        await _loop(request, resp, site, ids, f, started, pause)
     except ConnectionResetError:
         pass  # the viewer went away
     return resp
 
 
 async def _loop(request: web.Request, resp: web.StreamResponse, site, ids: list[int],  # type: ignore[no-untyped-def]
-                started: float, pause: float) -> None:
+                f: RoomFilter, started: float, pause: float) -> None:
     last: dict[int, dict[str, object]] = {}
-    beat = started
+    beat, counted, last_counts = started, float("-inf"), None
     while time.monotonic() - started < STREAM_LIFETIME_S:
+        if request.transport is None or request.transport.is_closing():
+            return  # the viewer left; do not poll for nobody until the next heartbeat
         async with db(request) as s:
             cells = await cells_by_id(s, site, ids)
+            counts = None
+            if time.monotonic() - counted >= COUNTS_EVERY_S:
+                counts, counted = await state_counts(s, site, f), time.monotonic()
+        if counts is not None and counts != last_counts:
+            last_counts = counts
+            await resp.write(f"event: counts\ndata: {json.dumps(counts)}\n\n".encode())
         changed = [c.as_json() for c in cells if last.get(c.id) != c.as_json()]
         if changed:
             last.update({int(c["id"]): c for c in changed})  # type: ignore[call-overload]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import aiohttp
 from aiohttp import web
@@ -16,6 +17,7 @@ from meterpay.settings import Settings
 from meterpay.web import SESSIONS, SETTINGS
 from pay import views as pay
 from services.tenant import DbTenantPort, SendSms
+from store.types import utcnow
 
 
 def _wechat_app(settings: Settings, appid_names: tuple[str, ...], secret_names: tuple[str, ...]) -> WeChatApp | None:
@@ -26,7 +28,8 @@ def _wechat_app(settings: Settings, appid_names: tuple[str, ...], secret_names: 
     return WeChatApp(appid, secret, settings.get("WECHAT_API_BASE") or "https://api.weixin.qq.com")
 
 
-def setup_tenant_routes(app: web.Application, *, send_sms: SendSms, payment_starter: PaymentStarter) -> None:
+def setup_tenant_routes(app: web.Application, *, send_sms: SendSms, payment_starter: PaymentStarter,
+                        clock: Callable[[], datetime] = utcnow) -> None:
     """Mount /api/ and /pay/; the DB port is `app[TENANT_PORT]` (the /wechat bot uses it too).
 
     Needs `app[SETTINGS]` now and `app[SESSIONS]` once started (meterpay.web's database context).
@@ -34,7 +37,7 @@ def setup_tenant_routes(app: web.Application, *, send_sms: SendSms, payment_star
     settings = app[SETTINGS]
     public_url = settings.public_url.rstrip("/")
     port = DbTenantPort(lambda: app[SESSIONS], secret_key=settings.secret_key,
-                        pay_base_url=f"{public_url}/pay/", send_sms=send_sms)
+                        pay_base_url=f"{public_url}/pay/", send_sms=send_sms, clock=clock)
     app[TENANT_PORT] = port
     app[TENANT] = TenantContext(
         port=port, starter=payment_starter, secret_key=settings.secret_key, public_url=public_url,

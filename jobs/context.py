@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 
+from jobs import wiring
 from jobs.channels import build_channels
 from meterpay.settings import Settings
 from store.db import make_engine, make_sessionmaker
@@ -22,10 +23,12 @@ async def open_context(ctx: dict[str, Any], settings: Settings) -> None:
         http = aiohttp.ClientSession()
         ctx["_http"] = http
         ctx["channels"] = build_channels(settings, http)
+    await wiring.open_contributed(ctx)
 
 
 async def close_context(ctx: dict[str, Any]) -> None:
     """Close what open_context opened."""
+    await wiring.close_contributed(ctx)
     http = ctx.pop("_http", None)
     if http is not None:
         await http.close()

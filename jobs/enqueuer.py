@@ -21,11 +21,14 @@ class ArqEnqueuer:
         self._settings = redis_settings or RedisSettings()
 
     async def enqueue(self, function: str, job_id: str) -> bool:
-        """Queue `function(job_id)` with `_job_id=job_id`; False when it is already queued."""
+        """Queue `function(job_id)`; False when that job is already queued or running.
+
+        arq's job id is "<queue>:<outbox key>", so deployments sharing a Redis do not collide.
+        """
         try:
             if self._pool is None:
                 self._pool = await create_pool(self._settings, default_queue_name=self.queue_name)
-            job = await self._pool.enqueue_job(function, job_id, _job_id=job_id,
+            job = await self._pool.enqueue_job(function, job_id, _job_id=f"{self.queue_name}:{job_id}",
                                                _queue_name=self.queue_name)
         except (RedisError, OSError, asyncio.TimeoutError) as ex:
             raise EnqueueError(f"{type(ex).__name__}: {ex}") from ex

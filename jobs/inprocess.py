@@ -16,8 +16,9 @@ from typing import Any
 from arq import Retry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from jobs import wiring
 from jobs.context import close_context, open_context
-from jobs.tasks import JOBS, MAX_TRIES, retry_delay_s, sweep_outbox
+from jobs.tasks import MAX_TRIES, all_jobs, retry_delay_s, sweep_outbox
 from jobs.worker import cron_jobs
 from meterpay.settings import Settings
 
@@ -33,7 +34,8 @@ class InProcessWorker:
         self.settings = settings or Settings()
         self.ctx: dict[str, Any] = {"sessions": sessions, **(ctx or {}), "enqueuer": self}
         self.poll_s, self.concurrency, self.max_tries = poll_s, concurrency, max_tries
-        self._functions = {f.__name__: f for f in JOBS}
+        wiring.install()
+        self._functions = {f.__name__: f for f in all_jobs()}
         # the sweep runs on every tick here (a cheap query, and the embedded fast path)
         self._cron = [j for j in cron_jobs() if j.coroutine is not sweep_outbox] if cron else []
         self._queue: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()

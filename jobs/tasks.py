@@ -38,8 +38,9 @@ def register_meter_command_hook(hook: CommandHook) -> None:
 
 
 def register_daily_rollup(hook: RollupHook) -> None:
-    """Have `hook(ctx, now)` run by the daily roll-up cron."""
-    _rollup_hooks.append(hook)
+    """Have `hook(ctx, now)` run by the daily roll-up cron (once, however often registered)."""
+    if hook not in _rollup_hooks:
+        _rollup_hooks.append(hook)
 
 
 def retry_delay_s(job_try: int) -> int:
@@ -52,7 +53,7 @@ def now_of(ctx: Ctx) -> datetime:
     return clock() if clock is not None else utcnow()
 
 
-async def _guarded(ctx: Ctx, key: str, body: Callable[[], Awaitable[Any]]) -> Any:
+async def guarded(ctx: Ctx, key: str, body: Callable[[], Awaitable[Any]]) -> Any:
     """Run a job body; a failure is noted on the outbox row and retried with backoff."""
     try:
         return await body()
@@ -80,7 +81,7 @@ async def deliver_meter_command(ctx: Ctx, key: str) -> bool:
         await in_transaction(sessions, lambda s: outbox.ack(s, key, now_of(ctx)))
         return True
 
-    return bool(await _guarded(ctx, key, body))
+    return bool(await guarded(ctx, key, body))
 
 
 async def dispatch_notify(ctx: Ctx, key: str) -> int:
@@ -101,10 +102,27 @@ async def dispatch_notify(ctx: Ctx, key: str) -> int:
             return (await notify.send_due(sessions, channels, now, ids=ids)).sent
         return 0
 
-    return int(await _guarded(ctx, key, body))
+    return int(await guarded(ctx, key, body))
 
 
 JOBS: tuple[Callable[..., Awaitable[Any]], ...] = (deliver_meter_command, dispatch_notify)
+_extra_jobs: list[Callable[..., Awaitable[Any]]] = []
+
+
+def register_job(topic: str, job: Callable[..., Awaitable[Any]]) -> None:
+    """Route outbox `topic` to `job(ctx, key)` (register before the worker is built).
+
+    The job must check its outbox row first (jobs run at least once) and ack it
+    (services.outbox.ack) in the transaction of its effect; `guarded` gives the retry rule.
+    """
+    if job not in _extra_jobs:
+        _extra_jobs.append(job)
+    outbox.register_topic(topic, job.__name__)
+
+
+def all_jobs() -> tuple[Callable[..., Awaitable[Any]], ...]:
+    """The built-in jobs and those registered by other modules."""
+    return JOBS + tuple(_extra_jobs)
 
 
 # -- cron ---------------------------------------------------------------------------------
@@ -144,7 +162,10 @@ async def daily_rollup(ctx: Ctx) -> int:
     """Placeholder for daily roll-ups: runs whatever other modules registered."""
     now = now_of(ctx)
     for hook in _rollup_hooks:
-        await hook(ctx, now)
+        try:
+            await hook(ctx, now)
+        except Exception:  # noqa: BLE001 - one failing roll-up must not stop the others
+            log.exception("daily roll-up %s failed", getattr(hook, "__name__", hook))
     return len(_rollup_hooks)
 
 

@@ -14,9 +14,10 @@ from arq import cron
 from arq.cron import CronJob
 from arq.worker import Function, Worker, create_worker, func
 
+from jobs import wiring
 from jobs.context import close_context, open_context
 from jobs.enqueuer import ArqEnqueuer, redis_settings
-from jobs.tasks import (JOBS, MAX_TRIES, alert_repeats, daily_rollup, deliver_notifications,
+from jobs.tasks import (MAX_TRIES, all_jobs, alert_repeats, daily_rollup, deliver_notifications,
                         scan_lost_links, staff_digest, sweep_outbox)
 from meterpay.settings import Settings
 from services.outbox import DEFAULT_ACK_TIMEOUT_S
@@ -25,9 +26,10 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE = "meterpay:queue"
 
 
-def functions() -> list[Function]:
+def job_functions() -> list[Function]:
     """The queued job functions, with the shared retry limit."""
-    return [func(f, max_tries=MAX_TRIES) for f in JOBS]
+    wiring.install()
+    return [func(f, max_tries=MAX_TRIES) for f in (*all_jobs(), *wiring.contributed_functions())]
 
 
 def cron_jobs() -> list[CronJob]:
@@ -39,6 +41,7 @@ def cron_jobs() -> list[CronJob]:
         cron(scan_lost_links, minute=set(range(2, 60, 5)), second=40),
         cron(staff_digest, minute=0, second=30),
         cron(daily_rollup, hour=16, minute=10, second=0),  # 00:10 in China
+        *wiring.contributed_cron(),
     ]
 
 
@@ -58,7 +61,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """For `arq jobs.worker.WorkerSettings` too (Redis then from arq's defaults)."""
 
-    functions = functions()
+    functions = job_functions()
     cron_jobs = cron_jobs()
     on_startup = startup
     on_shutdown = shutdown
@@ -73,7 +76,7 @@ def make_worker(settings: Settings, ctx: dict[str, Any] | None = None, **overrid
         raise RuntimeError("REDIS_URL is not set: jobs run embedded in `python app.py run`")
     queue = settings.get("ARQ_QUEUE_NAME") or DEFAULT_QUEUE
     kwargs: dict[str, Any] = dict(redis_settings=redis_settings(settings.redis_url), queue_name=queue,
-                                  cron_jobs=cron_jobs(),
+                                  functions=job_functions(), cron_jobs=cron_jobs(),
                                   ctx={"settings": settings, "queue_name": queue, **(ctx or {})})
     return create_worker(WorkerSettings, **{**kwargs, **overrides})
 

@@ -50,6 +50,9 @@ async def seed_if_empty(settings: Settings, rooms_per_floor: int = 20, days: int
         meters = await in_transaction(sessions, lambda s: _layout(s, rooms_per_floor, start, rng))
         await _history(sessions, meters, start, days, rng)
         log.info("demo site created: %d meters, %d days of readings", len(meters), days)
+        from admin.bootstrap import ensure_demo_owner
+
+        await ensure_demo_owner(sessions)
         return True
     finally:
         await engine.dispose()

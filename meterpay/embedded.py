@@ -27,7 +27,11 @@ DEMO_OPTIONS = RuntimeOptions(policy=PollPolicy(interval_s=30.0, request_timeout
 
 
 async def worker_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-    yield
+    """Jobs (outbox, alerts, payments follow-up, roll-ups, batches) in this process when REDIS_URL is unset."""
+    from jobs.inprocess import InProcessWorker
+
+    async with InProcessWorker(app[SESSIONS], settings=app[SETTINGS]):
+        yield
 
 
 async def simulator_ctx(app: web.Application):  # type: ignore[no-untyped-def]

@@ -70,6 +70,9 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.router.add_get("/healthz", healthz)
     from meterpay import routes
+    from meterpay.embedded import mqtt_ctx
+
+    app.cleanup_ctx.append(mqtt_ctx)
 
     routes.setup(app)
     return app

@@ -99,7 +99,7 @@ async def start(request: web.Request) -> web.StreamResponse:
 async def result(request: web.Request) -> web.Response:
     """The page that waits for the provider's notice and shows the new balance."""
     account_id, sig, (mine, balance) = await _account(request, request.query)
-    order = request.query.get("order", "")[:64]
+    order = (request.query.get("order") or request.query.get("out_trade_no") or "")[:64]  # Alipay appends out_trade_no
     status_url = f"/pay/status?{_link_query(account_id, sig, order=order)}" if order else ""
     return _page("result.html", room=mine.room.label, balance=balance.to_yuan_str(), status_url=status_url,
                  again=f"/pay/?{_link_query(account_id, sig)}")

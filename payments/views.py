@@ -67,7 +67,8 @@ async def notify(request: web.Request) -> web.Response:
         log.warning("%s notify refused: %s", name, ex)
         return _answer(provider.ack(False))
     except NoticeMismatch as ex:
-        work = lambda session: record_mismatch(session, ex)  # noqa: E731
+        mismatch = ex
+        work = lambda session: record_mismatch(session, mismatch)  # noqa: E731
     outcome = await _within_deadline(request.app, wiring, work)
     if outcome is not None and outcome.ack and wiring.after_commit is not None:
         _spawn(wiring, wiring.after_commit(outcome))

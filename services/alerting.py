@@ -9,6 +9,8 @@ Account.alert_settings (optional): {"thresholds_fen": {"L1": 3000}, "repeats": 2
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +24,7 @@ from billing.money import Money
 from services import outbox
 from store.models import Account, Gateway, Meter, MeterCommand, Site
 
+log = logging.getLogger(__name__)
 TOPIC = "notify"
 OFF_KINDS = frozenset({"relay_open", "valve_close"})
 ON_KINDS = frozenset({"relay_close", "valve_open"})
@@ -60,10 +63,23 @@ def site_config(site: Site, account: Account | None = None) -> AlertConfig:
     cached = _configs.get(site.id)
     if cached is not None and cached[0] == raw and cached[1] == own:
         return cached[2]
-    config = alerts.effective_config(_parse_site(raw or {}), _parse_override(own))
+    try:
+        config = alerts.effective_config(_parse_site(raw or {}), _parse_override(own))
+    except (alerts.AlertConfigError, KeyError, TypeError, ValueError) as ex:
+        # a bad setting must never break ingest: fall back to the site's policy, then the default
+        log.warning("alert settings of site %s / account %s ignored: %s", site.id,
+                    account.id if account is not None else "-", ex)
+        config = _safe_site(raw)
     if own is None:
         _configs[site.id] = (raw, own, config)
     return config
+
+
+def _safe_site(raw: dict[str, Any] | None) -> AlertConfig:
+    try:
+        return _parse_site(raw or {})
+    except (alerts.AlertConfigError, KeyError, TypeError, ValueError):
+        return AlertConfig()
 
 
 def _parse_site(raw: dict[str, Any]) -> AlertConfig:
@@ -99,17 +115,22 @@ def _local(at: datetime, site: Site) -> str:
     return at.astimezone(ZoneInfo(site.timezone)).strftime("%Y-%m-%d %H:%M")
 
 
-async def queue_message(session: AsyncSession, key: str, kind: str, site: Site, at: datetime,
-                        params: dict[str, str], account: Account | None = None,
-                        staff: bool = False, context: dict[str, Any] | None = None) -> bool:
-    """Write a "notify" outbox row (once per key) for a tenant's account or the site's staff."""
-    payload = {
+def _payload(kind: str, site: Site, at: datetime, params: dict[str, str], account: Account | None,
+             staff: bool, context: dict[str, Any] | None) -> dict[str, Any]:
+    return {
         "kind": kind, "site_id": site.id, "at": at.isoformat(),
         "account_id": account.id if account is not None else None,
         "tenant_id": account.tenant_id if account is not None and not staff else None,
         "audience": "staff" if staff or account is None else "tenant", "params": params,
         "context": context or {},
     }
+
+
+async def queue_message(session: AsyncSession, key: str, kind: str, site: Site, at: datetime,
+                        params: dict[str, str], account: Account | None = None,
+                        staff: bool = False, context: dict[str, Any] | None = None) -> bool:
+    """Write a "notify" outbox row (once per key) for a tenant's account or the site's staff."""
+    payload = _payload(kind, site, at, params, account, staff, context)
     return await outbox.write(session, key, TOPIC, payload, at)
 
 
@@ -120,38 +141,51 @@ async def _emit(session: AsyncSession, event: AlertEvent, kind: str, site: Site,
                                context)
 
 
-async def _emit_balance(session: AsyncSession, acc: Account, site: Site, config: AlertConfig,
-                        state: AlertState, events: list[AlertEvent]) -> None:
+def _balance_rows(acc: Account, site: Site, config: AlertConfig, state: AlertState,
+                  events: list[AlertEvent]) -> list[tuple[str, dict[str, Any], datetime]]:
+    rows = []
     for event in events:
         ls: LevelState = state.level(event.level or "")
         params = {"account": acc.code, "balance": (event.balance or Money(0)).to_yuan_str(),
                   "threshold": (event.amount or Money(0)).to_yuan_str()}
         context = {"level": event.level, "crossing": ls.crossings}
-        await _emit(session, event, message_kind(event, config), site, params, acc, context=context)
+        kind = message_kind(event, config)
+        rows.append((event.key, _payload(kind, site, event.at, params, acc, False, context), event.at))
+    return rows
+
+
+async def after_balance_changes(session: AsyncSession, moves: Mapping[int, tuple[int, int]],
+                                now: datetime) -> int:
+    """Evaluate the low-balance levels for accounts whose balance moved (old_fen, new_fen).
+
+    Cheap on the ingest path: two SELECTs per batch (accounts, sites), nothing written unless a
+    level trips or re-arms, and the outbox rows of the batch go in one statement.
+    """
+    moved = {a: new for a, (old, new) in moves.items() if old != new}
+    if not moved:
+        return 0
+    accounts = list(await session.scalars(select(Account).where(Account.id.in_(moved))))
+    sites = {s.id: s for s in await session.scalars(
+        select(Site).where(Site.id.in_({a.site_id for a in accounts})))}
+    rows: list[tuple[str, dict[str, Any], datetime]] = []
+    for acc in accounts:
+        if acc.state != "open" or acc.payment_mode != "prepaid":
+            continue
+        site = sites[acc.site_id]
+        config = site_config(site, acc)
+        state = load_state(acc.id, acc.alert_state)
+        new_state, events = alerts.evaluate(state, Money(moved[acc.id]), config, now)
+        if new_state is not state:
+            acc.alert_state = dump_state(new_state)
+            rows += _balance_rows(acc, site, config, new_state, events)
+    await outbox.write_many(session, TOPIC, rows)
+    return len(rows)
 
 
 async def after_balance_change(session: AsyncSession, account_id: int, old_fen: int, new_fen: int,
                                now: datetime) -> int:
-    """Evaluate the low-balance levels after a balance move; returns the alerts queued.
-
-    Cheap on the ingest path: the account and site come from the session's identity map when
-    ingest loaded them, and nothing is written unless a level trips or re-arms.
-    """
-    if old_fen == new_fen:
-        return 0
-    acc = await session.get(Account, account_id)
-    if acc is None or acc.state != "open" or acc.payment_mode != "prepaid":
-        return 0
-    site = await session.get(Site, acc.site_id)
-    assert site is not None
-    config = site_config(site, acc)
-    state = load_state(acc.id, acc.alert_state)
-    new_state, events = alerts.evaluate(state, Money(new_fen), config, now)
-    if new_state is state:
-        return 0
-    acc.alert_state = dump_state(new_state)
-    await _emit_balance(session, acc, site, config, new_state, events)
-    return len(events)
+    """One account's balance moved (a recharge, a refund, a fee): see after_balance_changes."""
+    return await after_balance_changes(session, {account_id: (old_fen, new_fen)}, now)
 
 
 async def send_due_repeats(session: AsyncSession, now: datetime, balances: dict[int, int]) -> int:
@@ -168,7 +202,7 @@ async def send_due_repeats(session: AsyncSession, now: datetime, balances: dict[
         new_state, events = alerts.due_repeats(state, now, config, balance)
         if events:
             acc.alert_state = dump_state(new_state)
-            await _emit_balance(session, acc, site, config, new_state, events)
+            await outbox.write_many(session, TOPIC, _balance_rows(acc, site, config, new_state, events))
             count += len(events)
     return count
 

@@ -34,7 +34,7 @@ from billing.pricing import price_interval
 from billing.tariffs import TariffVersion as PureVersion, parse_tariff
 from services.errors import Conflict, NotFound, ServiceError
 from services.fees import cut_off_exhausted
-from services.ledger_bulk import chunks, post_many
+from services.bulk import chunks, post_many, write_rows
 from services.occupancy import Tenancy, instants, occupant_at_end, site_zone, tenancies
 from store.models import (Account, ApportionGroup, ApportionMember, ApportionRun, ApportionShare, AuditEntry,
                           Meter, Reading, Room, TariffVersion)
@@ -46,7 +46,7 @@ def revenue_for_common(utility: str) -> str:
     return f"revenue:common:{utility}"
 
 
-def member_key(m: ApportionMember) -> str:
+def member_key(m: Any) -> str:
     return f"room:{m.room_id}" if m.room_id is not None else f"meter:{m.meter_id}"
 
 
@@ -126,7 +126,7 @@ class _Payer:
     postpaid: bool = False
 
 
-def _payer(m: ApportionMember, meters: dict[int, Any], by_room: dict[int, list[Tenancy]],
+def _payer(m: Any, meters: dict[int, Any], by_room: dict[int, list[Tenancy]],
            period: Period, models: dict[int, tuple[str, str]]) -> _Payer:
     meter = meters.get(m.meter_id) if m.meter_id is not None else None
     room_id = m.room_id if m.room_id is not None else (meter.room_id if meter is not None else None)
@@ -164,9 +164,11 @@ async def run_apportionment(session: AsyncSession, site_id: int, period: Period,
     by_room: dict[int, list[Tenancy]] = defaultdict(list)
     for t in found:
         by_room[t.room_id].append(t)
-    members: dict[int, list[ApportionMember]] = defaultdict(list)
+    members: dict[int, list[Any]] = defaultdict(list)
     for part in chunks([g.id for g in todo]):
-        for m in await session.scalars(select(ApportionMember).where(ApportionMember.group_id.in_(part))):
+        for m in await session.execute(select(
+                ApportionMember.group_id, ApportionMember.room_id, ApportionMember.meter_id, ApportionMember.ratio)
+                .where(ApportionMember.group_id.in_(part)).order_by(ApportionMember.id)):
             members[m.group_id].append(m)
     meters = {row.id: row for row in (await session.execute(
         select(Meter.id, Meter.room_id, Meter.account_id, Meter.utility, Meter.is_master)
@@ -218,8 +220,7 @@ async def run_apportionment(session: AsyncSession, site_id: int, period: Period,
         run_ids.update(dict(rows.all()))
     for s in shares:
         s["run_id"] = run_ids[s.pop("group_id")]
-    for part in chunks(shares):
-        await session.execute(insert(ApportionShare), list(part))
+    await write_rows(session, ApportionShare, shares)
     summary.shares = len(shares)
     posted = set(await post_many(session, site_id, txns, owners, actor))
     summary.deducted = len(posted)

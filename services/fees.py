@@ -11,6 +11,7 @@ account below its overdraft triggers the usual cut-off (services.relay.apply_cre
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -25,7 +26,7 @@ from billing.money import Money
 from billing.periods import Period
 from services.errors import Conflict, NotFound, ServiceError
 from services import relay
-from services.ledger_bulk import chunks, post_many
+from services.bulk import chunks, post_many
 from services.occupancy import Tenancy, site_zone, tenancies
 from store.models import Account, AuditEntry, FeeItem, LedgerAccount, Room
 
@@ -139,14 +140,30 @@ async def period_charges(session: AsyncSession, site_id: int, period: Period,
         select(Room.id, Room.building_id, Room.area_m2).where(Room.site_id == site_id))}
     out: list[ChargeFor] = []
     for row in items:
-        item = to_pure(row)
+        item, memo = to_pure(row), _Memo()
         for t in found:
             building, area = rooms.get(t.room_id, (None, None))
             if building is None or not _in_scope(row, (t.room_id, building)):
                 continue
             area_m2 = Decimal(area) if area is not None else None
-            out += [ChargeFor(c, t) for c in pure.charges_for_period(item, area_m2, t.occupancy, period)]
+            out += [ChargeFor(c, t) for c in memo.charges(item, area_m2, t, period)]
     return out
+
+
+class _Memo:
+    """Charges depend on the item, the area and the dates only: most rooms share them, so the pure
+    rule runs once per distinct (area, move-in, move-out) and the key is re-addressed per room."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Decimal | None, date, date | None], list[pure.FeeCharge]] = {}
+
+    def charges(self, item: pure.FeeItem, area: Decimal | None, t: Tenancy, period: Period) -> list[pure.FeeCharge]:
+        key = (area, t.move_in, t.move_out)
+        if key not in self._seen:
+            self._seen[key] = pure.charges_for_period(item, area, pure.Occupancy("A", "R", t.move_in, t.move_out), period)
+        template, real = f"fee:{item.code}:R:A:", f"fee:{item.code}:{t.room_id}:{t.account_id}:"
+        return [dataclasses.replace(c, key=real + c.key[len(template):], account_id=str(t.account_id),
+                                    room_id=str(t.room_id)) for c in self._seen[key]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +182,10 @@ def deduction(c: ChargeFor) -> Transaction:
 
 
 async def deduct_fees(session: AsyncSession, site_id: int, period: Period, actor: str = "system",
-                      found: list[Tenancy] | None = None) -> FeeRun:
+                      found: list[Tenancy] | None = None, charges: list[ChargeFor] | None = None) -> FeeRun:
     """Post the period's deducted fees (each key at most once); bill-collected ones are counted only."""
-    charges = await period_charges(session, site_id, period, found)
+    if charges is None:
+        charges = await period_charges(session, site_id, period, found)
     deduct = [c for c in charges if not c.billed]
     owners = {c.tenancy.wallet(): c.tenancy.account_id for c in deduct}
     posted = set(await post_many(session, site_id, [deduction(c) for c in deduct], owners, actor))

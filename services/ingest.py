@@ -25,7 +25,7 @@ from billing.money import Money, round_half_up
 from billing.pricing import price_interval
 from billing.readings import Assessment, Baseline, RegisterLimits, Verdict, assess
 from billing.tariffs import TariffVersion as PureVersion, parse_tariff
-from services import relay
+from services import alerting, relay
 from services.wallets import account_balance
 from store.models import (Account, LedgerAccount, LedgerTransaction, Meter, Posting, Reading, Site,
                           TariffVersion)
@@ -87,6 +87,7 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
         results.append(_one(batch, r, m, acc, tz, versions.get(m.tariff_id or -1, [])))
     moved = await _write(session, batch, now)
     await _cutoffs(session, batch, accounts, moved, now)
+    await alerting.after_balance_changes(session, moved, now)
     return results
 
 
@@ -144,8 +145,8 @@ def _one(batch: _Batch, r: ReadingIn, m: Meter, acc: Account | None, tz: ZoneInf
         m.flags += 1
     if m.last_reading_at is None or r.taken_at >= m.last_reading_at:
         m.last_reading_at, m.last_total = r.taken_at, r.total
-        if r.relay_closed is not None:
-            m.relay_closed = r.relay_closed
+        if r.relay_closed is not None and (m.relay_changed_at is None or r.taken_at > m.relay_changed_at):
+            m.relay_closed = r.relay_closed  # a reading taken before a confirmed switch must not undo it
         if r.live is not None:
             m.live = r.live
         if r.meter_balance_fen is not None:
@@ -260,5 +261,6 @@ async def _cutoffs(session: AsyncSession, batch: _Batch, accounts: dict[int, Acc
         if acc.balance_model == "per_meter":
             new = await account_balance(session, acc)
             old = new - sum(f for (_, _, a), f in batch.wallet_fen.items() if a == acc_id)
+            moved[acc_id] = (old, new)
         if new <= -acc.overdraft_fen and new < old:
             await relay.apply_credit_rules(session, acc, new, now)

@@ -97,7 +97,7 @@ async def _confirmed(session: AsyncSession, row: MeterCommand) -> None:
     if meter is None:
         return
     if row.kind in WANT_CLOSED:
-        meter.relay_closed = WANT_CLOSED[row.kind]
+        meter.relay_closed, meter.relay_changed_at = WANT_CLOSED[row.kind], utcnow()
     elif row.kind == "push_credit":
         meter.purchase_count = max(meter.purchase_count, int(row.params["purchase_count"]))
         await meter_credit.settle(session, row, meter)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +28,7 @@ from devices.profiles import ACREL_DDSY1352, DLT645_SINGLE_PHASE, PROFILES, WATE
 from devices.sample import MeterRef
 from services.meter_commands import DbCommandStore
 from services.meter_io import ReadingSink, mark_lost
+from services.meter_reconcile import restore_paid_meters
 from services.uow import in_transaction
 from store.models import Gateway, Meter
 from store.types import utcnow
@@ -105,6 +107,7 @@ class RuntimeOptions:
     command_backoff_max_s: float = 3600.0
     lost_after_s: float = 600.0  # no reading for this long: the meter is lost
     lost_check_s: float = 60.0
+    restore_check_s: float = 60.0  # the restore safety net (services.meter_reconcile)
 
 
 class MeterRuntime:
@@ -128,7 +131,9 @@ class MeterRuntime:
     async def start(self) -> None:
         await self.poller.start()
         self._tasks = [asyncio.create_task(self._commands(), name="meter commands"),
-                       asyncio.create_task(self._lost(), name="lost meters")]
+                       asyncio.create_task(self._every(self.options.lost_check_s, self._mark_lost), name="lost meters"),
+                       asyncio.create_task(self._every(self.options.restore_check_s, restore_paid_meters),
+                                           name="restore sweep")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -144,10 +149,14 @@ class MeterRuntime:
                 log.exception("command pass failed; trying again")
             await asyncio.sleep(self.options.command_interval_s)
 
-    async def _lost(self) -> None:
+    async def _mark_lost(self, session: AsyncSession, now: datetime) -> list[int]:
+        return await mark_lost(session, now, self.options.lost_after_s)
+
+    async def _every(self, interval_s: float, job: Callable[[AsyncSession, datetime], Awaitable[object]]) -> None:
+        """Run `job` in its own transaction every `interval_s`; a failure is logged and retried next time."""
         while True:
-            await asyncio.sleep(self.options.lost_check_s)
+            await asyncio.sleep(interval_s)
             try:
-                await in_transaction(self.sessions, lambda s: mark_lost(s, utcnow(), self.options.lost_after_s))
-            except Exception:
-                log.exception("lost-meter sweep failed; trying again")
+                await in_transaction(self.sessions, lambda s: job(s, utcnow()))
+            except Exception:  # noqa: BLE001 - periodic: the next round tries again
+                log.exception("periodic %s failed", getattr(job, "__name__", job))

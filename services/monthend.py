@@ -16,6 +16,7 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -53,9 +54,11 @@ async def run_month_end(sessions: async_sessionmaker[AsyncSession], site_id: int
         return await tenancies(s, site_id, period, await site_zone(s, site_id))
 
     found = await in_transaction(sessions, _tenancies)
-    fee_run = await in_transaction(sessions, lambda s: fees.deduct_fees(s, site_id, period, actor, found))
+    charges = await in_transaction(sessions, lambda s: fees.period_charges(s, site_id, period, found))
+    fee_run = await in_transaction(sessions, lambda s: fees.deduct_fees(s, site_id, period, actor, found, charges))
     split = await in_transaction(sessions, lambda s: apportionment.run_apportionment(s, site_id, period, actor, found))
-    bills = await in_transaction(sessions, lambda s: postpaid.generate_bills(s, site_id, period, actor, found))
+    bills = await in_transaction(sessions, lambda s: postpaid.generate_bills(s, site_id, period, actor, found,
+                                                                           charges))
     result = MonthEnd(site_id, period.label, asdict(fee_run), asdict(split), asdict(bills))
 
     async def _audit(s: AsyncSession) -> None:
@@ -86,7 +89,7 @@ async def month_end_cron(ctx: dict[str, Any]) -> list[dict[str, Any]]:
         return [(i, tz) for i, tz in (await s.execute(select(Site.id, Site.timezone))).all()]
 
     out = []
-    for site_id, _tz in await in_transaction(sessions, _sites):
-        tz = await in_transaction(sessions, lambda s, i=site_id: site_zone(s, i))
-        out.append(await month_end_job(ctx, site_id, f"{previous_month(utcnow().astimezone(tz).date()).start:%Y-%m}"))
+    for site_id, tz in await in_transaction(sessions, _sites):
+        local_today = utcnow().astimezone(ZoneInfo(tz or "Asia/Shanghai")).date()
+        out.append(await month_end_job(ctx, site_id, f"{previous_month(local_today).start:%Y-%m}"))
     return out

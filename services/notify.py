@@ -19,7 +19,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from notifications import policy
@@ -199,7 +199,11 @@ async def send_one(sessions: async_sessionmaker[AsyncSession], channels: Mapping
     if claimed is None or claimed.status == "skipped":
         return None if claimed is None else "skipped"
     result = await _attempt(channels.get(claimed.channel), claimed)
-    return await in_transaction(sessions, lambda s: _record(s, delivery_id, claimed.attempts, result, now))
+    outcome, fallback = await in_transaction(
+        sessions, lambda s: _record(s, delivery_id, claimed.attempts, result, now))
+    if fallback is not None:  # a stand-in carrier, due at once unless quiet hours defer it
+        await send_one(sessions, channels, fallback, now)
+    return outcome
 
 
 async def _claim(session: AsyncSession, delivery_id: int, now: datetime) -> Delivery | None:
@@ -238,13 +242,14 @@ async def _attempt(channel: Channel | None, row: Delivery) -> SendResult:
 
 
 async def _record(session: AsyncSession, delivery_id: int, attempt: int, result: SendResult,
-                  now: datetime) -> str | None:
+                  now: datetime) -> tuple[str | None, int | None]:
+    """The attempt's outcome, and the id of a fallback delivery if one was queued."""
     row = await session.get(Delivery, delivery_id, with_for_update=True)
     if row is None or row.status != "sending" or row.attempts != attempt:
-        return None  # our lease ran out and another worker took the row over
+        return None, None  # our lease ran out and another worker took the row over
     if result.ok:
         row.status, row.sent_at, row.provider_id, row.error = "sent", now, result.provider_id, None
-        return "sent"
+        return "sent", None
     row.error = (result.error or "unknown error")[:500]
     prefs = _quiet(row.context)
     local = now.astimezone(ZoneInfo(row.context.get("tz", "UTC")))
@@ -253,12 +258,11 @@ async def _record(session: AsyncSession, delivery_id: int, attempt: int, result:
         row.status, row.next_attempt_at = "queued", retry_at
         log.info("delivery %s via %s failed (attempt %d), retry at %s: %s", row.message_key,
                  row.channel, row.attempts, retry_at.isoformat(), row.error)
-        return "retrying"
+        return "retrying", None
     row.status = "failed"
     log.error("delivery %s via %s failed for good after %d attempts: %s", row.message_key,
               row.channel, row.attempts, row.error)
-    await _fallback(session, row, local, prefs)
-    return "failed"
+    return "failed", await _fallback(session, row, local, prefs)
 
 
 def _quiet(context: Mapping[str, Any]) -> policy.Preferences:
@@ -267,25 +271,29 @@ def _quiet(context: Mapping[str, Any]) -> policy.Preferences:
 
 
 async def _fallback(session: AsyncSession, row: Delivery, local: datetime,
-                    prefs: policy.Preferences) -> None:
+                    prefs: policy.Preferences) -> int | None:
     """When a message's last live delivery failed for good, queue it on an untried carrier."""
     rows = await session.execute(select(Delivery.channel, Delivery.status).where(
         Delivery.message_key == row.message_key))
     tried = dict(rows.tuples().all())
     if any(status in LIVE for ch, status in tried.items() if ch != row.channel):
-        return
+        return None
     alt: dict[str, str] = row.context.get("alt") or {}
     untried = tuple(ch for ch in policy.KIND_RULES[row.kind].fallback if ch in alt and ch not in tried)
     if not untried:
         log.error("message %s (%s) could not be delivered on any channel", row.message_key, row.kind)
-        return
+        return None
     caps = policy.Capabilities({ch: frozenset({row.kind}) for ch in untried})
     msg = Message(row.message_key, row.kind, row.locale, "", row.params)
     choice = policy.plan(msg, local, policy.Preferences(channels={row.kind: untried[:1]},
                          quiet_start=prefs.quiet_start, quiet_end=prefs.quiet_end),
                          caps, policy.Usage()).decisions[0]
-    session.add(Delivery(
+    stand_in = Delivery(
         message_key=row.message_key, channel=choice.channel, kind=row.kind, site_id=row.site_id,
         recipient=row.recipient, account_id=row.account_id, to=alt[choice.channel], locale=row.locale,
         params=row.params, context=row.context, status="queued", reason="fallback",
-        local_day=choice.send_at.date().isoformat(), next_attempt_at=choice.send_at))
+        local_day=choice.send_at.date().isoformat(), next_attempt_at=choice.send_at)
+    session.add(stand_in)
+    await session.flush()
+    log.warning("message %s falls back to %s", row.message_key, choice.channel)
+    return stand_in.id

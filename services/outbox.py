@@ -68,6 +68,18 @@ async def write(session: AsyncSession, key: str, topic: str, payload: dict[str, 
     return await insert_ignoring(session, Outbox, values, ["key"])
 
 
+async def write_many(session: AsyncSession, topic: str,
+                     rows: Sequence[tuple[str, dict[str, Any], datetime]]) -> None:
+    """Add several rows (key, payload, at) in one statement; keys written before are left alone."""
+    if not rows:
+        return
+    values = [dict(key=key, topic=topic, payload=payload, created_at=at, available_at=at, attempts=0)
+              for key, payload, at in rows]
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    maker = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(maker(Outbox).on_conflict_do_nothing(index_elements=["key"]), values)
+
+
 async def insert_ignoring(session: AsyncSession, model: Any, values: dict[str, Any],
                           unique: list[str]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL): True when the row is new."""

@@ -35,11 +35,12 @@ from billing.periods import Period
 from services import ledger
 from services.apportionment import BILLING_VERDICTS, revenue_for_common, shares_for_bills
 from services.errors import Conflict, NotFound, ServiceError
-from services.fees import period_charges, revenue_for_fee
-from services.ledger_bulk import chunks
+from services.fees import ChargeFor, period_charges, revenue_for_fee
+from services.bulk import chunks, write_rows
 from services.occupancy import Tenancy, instants, site_zone
 from services.wallets import PROVIDERS, require_money
 from store.models import Account, AuditEntry, Bill, BillLine, BillPayment, Meter, Reading, Site
+from store.types import utcnow
 
 DEFAULT_DUE_DAYS = 15
 UNITS = {"electricity": ("Wh", pure.LineKind.ENERGY), "water": ("L", pure.LineKind.WATER)}
@@ -65,12 +66,14 @@ async def _usage_lines(session: AsyncSession, site_id: int, period: Period, tz) 
     return out
 
 
-async def period_lines(session: AsyncSession, site_id: int, period: Period,
-                       found: list[Tenancy] | None = None) -> dict[int, list[Line]]:
+async def period_lines(session: AsyncSession, site_id: int, period: Period, found: list[Tenancy] | None = None,
+                       charges: list[ChargeFor] | None = None) -> dict[int, list[Line]]:
     """Everything to bill at a site for `period`, by account."""
     tz = await site_zone(session, site_id)
     out = await _usage_lines(session, site_id, period, tz)
-    for c in await period_charges(session, site_id, period, found):
+    if charges is None:
+        charges = await period_charges(session, site_id, period, found)
+    for c in charges:
         if c.billed:
             out[c.tenancy.account_id].append((pure.line_for_fee(c.charge), revenue_for_fee(c.charge.item_code)))
     for s in await shares_for_bills(session, site_id, period):
@@ -94,46 +97,54 @@ class BillRun:
 
 
 async def generate_bills(session: AsyncSession, site_id: int, period: Period, actor: str = "system",
-                         found: list[Tenancy] | None = None) -> BillRun:
+                         found: list[Tenancy] | None = None, charges: list[ChargeFor] | None = None) -> BillRun:
     """Create the period's bills (drafts); re-running is a no-op unless a draft's lines changed."""
     site = await session.get(Site, site_id)
     if site is None:
         raise NotFound(f"site {site_id} not found")
     due_on = period.last_day + timedelta(days=int((site.settings or {}).get("bill_due_days", DEFAULT_DUE_DAYS)))
-    lines = await period_lines(session, site_id, period, found)
+    lines = await period_lines(session, site_id, period, found, charges)
     postpaid = await session.scalars(select(Account.id).where(
         Account.site_id == site_id, Account.payment_mode == "postpaid", Account.state == "open"))
     for acc in postpaid:
         lines.setdefault(acc, [])
     existing = {b.account_id: b for b in await session.scalars(select(Bill).where(
         Bill.site_id == site_id, Bill.period_start == period.start, Bill.period_end == period.end))}
-    new_rows, regenerated = [], 0
+    new_rows, regenerated, now = [], 0, utcnow()
+    stored = await _stored_lines(session, [b.id for b in existing.values() if b.status == "draft"])
     for acc, acc_lines in sorted(lines.items()):
-        bill = pure.generate(None, str(acc), period, [ln for ln, _ in acc_lines], due_on)
         row = existing.get(acc)
+        if row is not None and (row.status != "draft" or stored.get(row.id, set()) == _signature(acc_lines)):
+            continue
+        bill = pure.generate(None, str(acc), period, [ln for ln, _ in acc_lines], due_on)
         if row is None:
             new_rows.append(dict(site_id=site_id, account_id=acc, key=bill.key, number=bill.number,
                                  period_start=period.start, period_end=period.end, due_on=due_on, status="draft",
-                                 total_fen=bill.total.fen, paid_fen=0, revision=0, updated_by=actor))
-        elif row.status == "draft" and await _draft_changed(session, row, acc_lines):
+                                 total_fen=bill.total.fen, paid_fen=0, revision=0, issued_on=None,
+                                 void_reason="", issue_txn_id=None, created_at=now, updated_by=actor))
+        else:
             await session.execute(delete(BillLine).where(BillLine.bill_id == row.id))
             if acc_lines:
                 await session.execute(insert(BillLine), _line_rows(row.id, acc_lines))
             row.total_fen, row.revision, row.updated_by = bill.total.fen, row.revision + 1, actor
             regenerated += 1
-    ids: dict[int, int] = {}
-    for part in chunks(new_rows):
-        ids.update(dict((await session.execute(insert(Bill).returning(Bill.account_id, Bill.id), list(part))).all()))
-    line_rows = [r for acc, bill_id in ids.items() for r in _line_rows(bill_id, lines[acc])]
-    for part in chunks(line_rows):
-        await session.execute(insert(BillLine), list(part))
+    bill_ids = await write_rows(session, Bill, new_rows, with_ids=True)
+    await write_rows(session, BillLine, [r for row, bill_id in zip(new_rows, bill_ids)
+                                         for r in _line_rows(bill_id, lines[row["account_id"]])])
     return BillRun(len(new_rows), regenerated, len(existing) - regenerated)
 
 
-async def _draft_changed(session: AsyncSession, row: Bill, lines: list[Line]) -> bool:
-    stored = set((await session.execute(select(BillLine.source_key, BillLine.amount_fen).where(
-        BillLine.bill_id == row.id))).all())
-    return stored != {(ln.source_key, ln.amount.fen) for ln, _ in lines}
+def _signature(lines: list[Line]) -> set[tuple[str, int]]:
+    return {(ln.source_key, ln.amount.fen) for ln, _ in lines}
+
+
+async def _stored_lines(session: AsyncSession, bill_ids: list[int]) -> dict[int, set[tuple[str, int]]]:
+    out: dict[int, set[tuple[str, int]]] = defaultdict(set)
+    for part in chunks(bill_ids):
+        for bill_id, key, fen in await session.execute(select(BillLine.bill_id, BillLine.source_key,
+                                                              BillLine.amount_fen).where(BillLine.bill_id.in_(part))):
+            out[bill_id].add((key, fen))
+    return out
 
 
 # -- one bill's life -----------------------------------------------------------------------

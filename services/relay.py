@@ -79,4 +79,5 @@ async def apply_credit_rules(session: AsyncSession, account: Account, balance_fe
 
 
 async def mark_relay(session: AsyncSession, meter_id: int, closed: bool) -> None:
-    await session.execute(update(Meter).where(Meter.id == meter_id).values(relay_closed=closed))
+    await session.execute(update(Meter).where(Meter.id == meter_id)
+                          .values(relay_closed=closed, relay_changed_at=utcnow()))

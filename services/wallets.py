@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import cash_code, transfer, wallet_code
 from billing.money import Money
-from services import ledger, relay
+from services import alerting, ledger, relay
 from services.errors import Conflict, InsufficientBalance, NotFound, ServiceError
 from store.models import Account, LedgerAccount, Meter, Order
 from store.types import utcnow
@@ -57,7 +58,8 @@ async def _existing_order(session: AsyncSession, key: str, account_id: int, amou
     return order
 
 
-async def credit_order(session: AsyncSession, order: Order, actor: str | None = None) -> bool:
+async def credit_order(session: AsyncSession, order: Order, actor: str | None = None,
+                       now: datetime | None = None) -> bool:
     """Credit a paid recharge order to its wallet, once. Returns True if this call credited it."""
     acc = await get_account(session, order.account_id, lock=True)
     wallet = await wallet_for(session, acc, order.meter_id)
@@ -66,12 +68,17 @@ async def credit_order(session: AsyncSession, order: Order, actor: str | None = 
     row, created = await ledger.post(session, acc.site_id, txn, actor=actor, order_id=order.id, account_id=acc.id)
     order.txn_id, order.state = row.id, "credited"
     if created:
-        await relay.apply_credit_rules(session, acc, await account_balance(session, acc))
+        new, now = await account_balance(session, acc), now or utcnow()
+        await relay.apply_credit_rules(session, acc, new)
+        await alerting.after_balance_change(session, acc.id, new - order.amount_fen, new, now)
+        await alerting.payment_received(session, acc.id, f"recharge:{order.out_trade_no}", order.amount_fen,
+                                        new, now)
     return created
 
 
 async def recharge(session: AsyncSession, account_id: int, amount: Money, idempotency_key: str,
-                   provider: str = "cash", meter_id: int | None = None, actor: str | None = None) -> Order:
+                   provider: str = "cash", meter_id: int | None = None, actor: str | None = None,
+                   now: datetime | None = None) -> Order:
     """A cash-desk (or already paid) recharge: order + ledger credit in this transaction, once per key."""
     amount = require_money(amount)
     if provider not in PROVIDERS:
@@ -88,13 +95,13 @@ async def recharge(session: AsyncSession, account_id: int, amount: Money, idempo
                   out_trade_no=new_trade_no("R"), actor=actor, paid_at=utcnow())
     session.add(order)
     await session.flush()
-    await credit_order(session, order, actor)
+    await credit_order(session, order, actor, now)
     return order
 
 
 async def refund(session: AsyncSession, account_id: int, amount: Money, idempotency_key: str,
                  provider: str = "cash", meter_id: int | None = None, actor: str | None = None,
-                 use_overdraft: bool = False, note: str | None = None) -> Order:
+                 use_overdraft: bool = False, note: str | None = None, now: datetime | None = None) -> Order:
     """Pay money back out of a wallet: never more than the balance, unless the overdraft is invoked."""
     amount = require_money(amount)
     existing = await _existing_order(session, idempotency_key, account_id, amount, "refund")
@@ -115,6 +122,8 @@ async def refund(session: AsyncSession, account_id: int, amount: Money, idempote
                    memo=note or "refund")
     row, _ = await ledger.post(session, acc.site_id, txn, actor=actor, order_id=order.id, account_id=acc.id)
     order.txn_id = row.id
+    new = await account_balance(session, acc)
+    await alerting.after_balance_change(session, acc.id, new + amount.fen, new, now or utcnow())
     return order
 
 

@@ -16,11 +16,15 @@
   var grid = document.getElementById("grid");
   if (!grid || !window.EventSource) return;
   var words = {};
-  document.querySelectorAll("#words i").forEach(function (i) { words[i.dataset.k] = i.textContent; });
+  var tpl = document.getElementById("words");
+  (tpl ? tpl.content.querySelectorAll("i") : []).forEach(function (i) { words[i.dataset.k] = i.textContent; });
   var ids = Array.prototype.map.call(grid.querySelectorAll(".cell"), function (c) { return c.dataset.id; });
-  if (!ids.length) return;
   var dot = document.getElementById("live-dot");
-  var es = new EventSource(grid.dataset.stream + "?ids=" + ids.join(","));
+  var es = new EventSource(grid.dataset.stream + "?" + (grid.dataset.filter ? grid.dataset.filter + "&" : "") + "ids=" + ids.join(","));
+  es.addEventListener("counts", function (ev) {
+    var counts = JSON.parse(ev.data);
+    document.querySelectorAll("b[id^=count-]").forEach(function (b) { b.textContent = counts[b.id.slice(6)] || 0; });
+  });
   function yuan(fen) {
     if (fen === null || fen === undefined) return "—";
     var s = fen < 0 ? "-" : "", a = Math.abs(fen);

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 13:15:44.523808
+Create Date: 2026-11-26 13:58:48.929570
 """
 from __future__ import annotations
 
@@ -74,6 +74,78 @@ def upgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_pending', ['done_at', 'available_at'], unique=False)
 
+    op.create_table('payment_conflicts',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('key', sa.String(length=200), nullable=False),
+    sa.Column('provider', sa.String(length=20), nullable=False),
+    sa.Column('out_trade_no', sa.String(length=64), nullable=False),
+    sa.Column('trade_no', sa.String(length=64), nullable=False),
+    sa.Column('order_id', sa.BigInteger(), nullable=True),
+    sa.Column('field', sa.String(length=30), nullable=False),
+    sa.Column('expected', sa.String(length=100), nullable=False),
+    sa.Column('actual', sa.String(length=100), nullable=False),
+    sa.Column('raw', sa.JSON(), nullable=True),
+    sa.Column('created_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('resolved_at', store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('resolved_by', sa.String(length=100), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_conflicts')),
+    sa.UniqueConstraint('key', name=op.f('uq_payment_conflicts_key'))
+    )
+    with op.batch_alter_table('payment_conflicts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_payment_conflicts_order_id'), ['order_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_payment_conflicts_out_trade_no'), ['out_trade_no'], unique=False)
+
+    op.create_table('pollers',
+    sa.Column('owner', sa.String(length=100), nullable=False),
+    sa.Column('seen_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('gateways', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('owner', name=op.f('pk_pollers'))
+    )
+    with op.batch_alter_table('pollers', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_pollers_seen_at'), ['seen_at'], unique=False)
+
+    op.create_table('provider_payments',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('order_id', sa.BigInteger(), nullable=False),
+    sa.Column('provider', sa.String(length=20), nullable=False),
+    sa.Column('trade_no', sa.String(length=64), nullable=False),
+    sa.Column('amount_fen', sa.BigInteger(), nullable=False),
+    sa.Column('role', sa.String(length=10), nullable=False),
+    sa.Column('status', sa.String(length=14), nullable=False),
+    sa.Column('refund_no', sa.String(length=64), nullable=True),
+    sa.Column('last_error', sa.String(length=300), nullable=True),
+    sa.Column('created_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('refunded_at', store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_provider_payments')),
+    sa.UniqueConstraint('provider', 'trade_no', name=op.f('uq_provider_payments_provider_trade_no'))
+    )
+    with op.batch_alter_table('provider_payments', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_provider_payments_order_id'), ['order_id'], unique=False)
+
+    op.create_table('reconciliation_items',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('day', sa.String(length=10), nullable=False),
+    sa.Column('provider', sa.String(length=20), nullable=False),
+    sa.Column('out_trade_no', sa.String(length=64), nullable=False),
+    sa.Column('order_id', sa.BigInteger(), nullable=True),
+    sa.Column('kind', sa.String(length=30), nullable=False),
+    sa.Column('ours_fen', sa.BigInteger(), nullable=True),
+    sa.Column('theirs_fen', sa.BigInteger(), nullable=True),
+    sa.Column('detail', sa.String(length=300), nullable=False),
+    sa.Column('created_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reconciliation_items')),
+    sa.UniqueConstraint('day', 'provider', 'out_trade_no', 'kind', name=op.f('uq_reconciliation_items_day_provider_out_trade_no_kind'))
+    )
+    with op.batch_alter_table('reconciliation_items', schema=None) as batch_op:
+        batch_op.create_index('ix_reconciliation_items_day', ['day'], unique=False)
+
+    op.create_table('rollup_marks',
+    sa.Column('name', sa.String(length=40), nullable=False),
+    sa.Column('last_id', sa.BigInteger(), nullable=False),
+    sa.Column('gaps', sa.JSON(), nullable=False),
+    sa.Column('updated_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_rollup_marks'))
+    )
     op.create_table('users',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('username', sa.String(length=80), nullable=False),
@@ -99,6 +171,28 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('sites', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sites_company_id'), ['company_id'], unique=False)
+
+    op.create_table('batch_tasks',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('site_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('action', sa.String(length=30), nullable=False),
+    sa.Column('params', sa.JSON(), nullable=False),
+    sa.Column('selector', sa.JSON(), nullable=False),
+    sa.Column('state', sa.String(length=12), nullable=False),
+    sa.Column('run_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('deadline_s', sa.Integer(), nullable=False),
+    sa.Column('created_by', sa.String(length=100), nullable=False),
+    sa.Column('created_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('total', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_batch_tasks_site_id_sites')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_batch_tasks'))
+    )
+    with op.batch_alter_table('batch_tasks', schema=None) as batch_op:
+        batch_op.create_index('ix_batch_tasks_due', ['state', 'run_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_batch_tasks_site_id'), ['site_id'], unique=False)
 
     op.create_table('buildings',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -493,6 +587,7 @@ def upgrade() -> None:
     sa.Column('tariff_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('is_master', sa.Boolean(), nullable=False),
     sa.Column('relay_closed', sa.Boolean(), nullable=False),
+    sa.Column('relay_changed_at', store.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('online', sa.Boolean(), nullable=False),
     sa.Column('last_seen_at', store.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_reading_at', store.types.UTCDateTime(timezone=True), nullable=True),
@@ -541,6 +636,25 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_apportion_groups_master_meter_id'), ['master_meter_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_apportion_groups_site_id'), ['site_id'], unique=False)
 
+    op.create_table('batch_items',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('task_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('meter_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('account_id', sa.BigInteger(), nullable=True),
+    sa.Column('state', sa.String(length=12), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('command_id', sa.BigInteger(), nullable=True),
+    sa.Column('result', sa.String(length=300), nullable=True),
+    sa.Column('error', sa.String(length=500), nullable=True),
+    sa.Column('updated_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['meter_id'], ['meters.id'], name=op.f('fk_batch_items_meter_id_meters')),
+    sa.ForeignKeyConstraint(['task_id'], ['batch_tasks.id'], name=op.f('fk_batch_items_task_id_batch_tasks')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_batch_items')),
+    sa.UniqueConstraint('task_id', 'meter_id', name=op.f('uq_batch_items_task_id_meter_id'))
+    )
+    with op.batch_alter_table('batch_items', schema=None) as batch_op:
+        batch_op.create_index('ix_batch_items_task_state', ['task_id', 'state'], unique=False)
+
     op.create_table('meter_commands',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('key', sa.String(length=120), nullable=False),
@@ -587,6 +701,46 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('readings', schema=None) as batch_op:
         batch_op.create_index('ix_readings_account_taken', ['account_id', 'taken_at'], unique=False)
+
+    op.create_table('usage_daily',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('meter_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('site_id', sa.BigInteger(), nullable=False),
+    sa.Column('utility', sa.String(length=20), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('quantity', sa.BigInteger(), nullable=False),
+    sa.Column('sharp', sa.BigInteger(), nullable=False),
+    sa.Column('peak', sa.BigInteger(), nullable=False),
+    sa.Column('flat', sa.BigInteger(), nullable=False),
+    sa.Column('valley', sa.BigInteger(), nullable=False),
+    sa.Column('cost_fen', sa.BigInteger(), nullable=False),
+    sa.Column('readings', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['meter_id'], ['meters.id'], name=op.f('fk_usage_daily_meter_id_meters')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_daily')),
+    sa.UniqueConstraint('meter_id', 'day', name=op.f('uq_usage_daily_meter_id_day'))
+    )
+    with op.batch_alter_table('usage_daily', schema=None) as batch_op:
+        batch_op.create_index('ix_usage_daily_site_day', ['site_id', 'day'], unique=False)
+
+    op.create_table('usage_monthly',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('meter_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('site_id', sa.BigInteger(), nullable=False),
+    sa.Column('utility', sa.String(length=20), nullable=False),
+    sa.Column('month', sa.Date(), nullable=False),
+    sa.Column('quantity', sa.BigInteger(), nullable=False),
+    sa.Column('sharp', sa.BigInteger(), nullable=False),
+    sa.Column('peak', sa.BigInteger(), nullable=False),
+    sa.Column('flat', sa.BigInteger(), nullable=False),
+    sa.Column('valley', sa.BigInteger(), nullable=False),
+    sa.Column('cost_fen', sa.BigInteger(), nullable=False),
+    sa.Column('readings', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['meter_id'], ['meters.id'], name=op.f('fk_usage_monthly_meter_id_meters')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_monthly')),
+    sa.UniqueConstraint('meter_id', 'month', name=op.f('uq_usage_monthly_meter_id_month'))
+    )
+    with op.batch_alter_table('usage_monthly', schema=None) as batch_op:
+        batch_op.create_index('ix_usage_monthly_site_month', ['site_id', 'month'], unique=False)
 
     op.create_table('apportion_members',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -655,6 +809,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_apportion_members_group_id'))
 
     op.drop_table('apportion_members')
+    with op.batch_alter_table('usage_monthly', schema=None) as batch_op:
+        batch_op.drop_index('ix_usage_monthly_site_month')
+
+    op.drop_table('usage_monthly')
+    with op.batch_alter_table('usage_daily', schema=None) as batch_op:
+        batch_op.drop_index('ix_usage_daily_site_day')
+
+    op.drop_table('usage_daily')
     with op.batch_alter_table('readings', schema=None) as batch_op:
         batch_op.drop_index('ix_readings_account_taken')
 
@@ -664,6 +826,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_meter_commands_due')
 
     op.drop_table('meter_commands')
+    with op.batch_alter_table('batch_items', schema=None) as batch_op:
+        batch_op.drop_index('ix_batch_items_task_state')
+
+    op.drop_table('batch_items')
     with op.batch_alter_table('apportion_groups', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_apportion_groups_site_id'))
         batch_op.drop_index(batch_op.f('ix_apportion_groups_master_meter_id'))
@@ -775,11 +941,34 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_buildings_site_id'))
 
     op.drop_table('buildings')
+    with op.batch_alter_table('batch_tasks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_batch_tasks_site_id'))
+        batch_op.drop_index('ix_batch_tasks_due')
+
+    op.drop_table('batch_tasks')
     with op.batch_alter_table('sites', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sites_company_id'))
 
     op.drop_table('sites')
     op.drop_table('users')
+    op.drop_table('rollup_marks')
+    with op.batch_alter_table('reconciliation_items', schema=None) as batch_op:
+        batch_op.drop_index('ix_reconciliation_items_day')
+
+    op.drop_table('reconciliation_items')
+    with op.batch_alter_table('provider_payments', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_provider_payments_order_id'))
+
+    op.drop_table('provider_payments')
+    with op.batch_alter_table('pollers', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_pollers_seen_at'))
+
+    op.drop_table('pollers')
+    with op.batch_alter_table('payment_conflicts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_payment_conflicts_out_trade_no'))
+        batch_op.drop_index(batch_op.f('ix_payment_conflicts_order_id'))
+
+    op.drop_table('payment_conflicts')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_pending')
 

@@ -21,3 +21,7 @@ from store.models.notify import Delivery, NotifyPreference, SubscribeOptIn  # no
 __all__ += ["Delivery", "NotifyPreference", "SubscribeOptIn"]
 from store.models.payments import PaymentConflict, ProviderPayment, ReconciliationItem  # noqa: E402
 __all__ += ["PaymentConflict", "ProviderPayment", "ReconciliationItem"]
+from store.models.reports import BatchItem, BatchTask, RollupMark, UsageDaily, UsageMonthly  # noqa: E402
+__all__ += ["BatchItem", "BatchTask", "RollupMark", "UsageDaily", "UsageMonthly"]
+from store.models.pollers import PollerSeen  # noqa: E402
+__all__ += ["PollerSeen"]

@@ -67,6 +67,7 @@ class Meter(Base):
     tariff_id: Mapped[int | None] = mapped_column(ForeignKey("tariffs.id"), default=None)
     is_master: Mapped[bool] = mapped_column(default=False)  # common-area master meter
     relay_closed: Mapped[bool] = mapped_column(default=True)  # True = power / water on
+    relay_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)  # last confirmed switch
     online: Mapped[bool] = mapped_column(default=False)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     last_reading_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

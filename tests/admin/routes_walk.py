@@ -33,10 +33,18 @@ def routes(app: web.Application) -> list[Route]:
     return out
 
 
+def known(route: Route) -> bool:
+    """Whether `fill` knows an object for every placeholder (routes other entrypoints add may not)."""
+    return all(name in KNOWN for name in PLACEHOLDER.findall(route.path))
+
+
+KNOWN = ("site_id", "room_id", "account_id", "meter_id", "tariff_id", "order_id", "user_id")
+
+
 def fill(route: Route, ids: SiteIds, user_id: int) -> str:
     values = {"site_id": ids.site, "room_id": ids.room, "account_id": ids.account, "meter_id": ids.meter,
               "tariff_id": ids.tariff, "order_id": ids.order, "user_id": user_id}
-    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), route.path)
+    return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), 1)), route.path)
 
 
 def full_form(ids: SiteIds, csrf: str | None) -> dict[str, str]:

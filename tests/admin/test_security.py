@@ -9,10 +9,7 @@ from sqlalchemy import func, select
 
 from store.models import AuditEntry, User
 from tests.admin.conftest import PASSWORD, csrf_of, make_app, make_settings, sign_in
-from tests.admin.routes_walk import fill, full_form, routes
-
-UNPROTECTED_NAMES = set()  # every POST route must check the token, sign-in included
-
+from tests.admin.routes_walk import fill, full_form, known, routes
 
 async def _audit_count(sessions) -> int:  # type: ignore[no-untyped-def]
     async with sessions() as s:
@@ -41,7 +38,7 @@ async def test_a_user_of_site_a_gets_404_for_every_object_of_site_b(client, worl
     before = await _audit_count(sessions)
     checked = 0
     for route in routes(client.server.app):
-        if "{" not in route.path:
+        if "{" not in route.path or not known(route):
             continue
         url = fill(route, world.b, world.users["owner_b"])
         if route.method == "GET":

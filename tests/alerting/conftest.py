@@ -111,28 +111,14 @@ class Flat:
     total_wh: int = 1_000_000
 
     async def use(self, kwh: int, at: datetime) -> None:
-        """A reading `kwh` on from the last, then the hook exactly as ingest will call it."""
+        """A reading `kwh` on from the last; ingest calls the alert hook itself."""
         self.total_wh += kwh * 1000
         reading = ReadingIn(self.meter_id, at, self.total_wh)
-
-        async def step(s: AsyncSession) -> None:
-            acc = await get_account(s, self.account_id)
-            old = await account_balance(s, acc)
-            await ingest(s, [reading], now=at)
-            await alerting.after_balance_change(s, self.account_id, old, await account_balance(s, acc), at)
-        await in_transaction(self.sessions, step)
+        await in_transaction(self.sessions, lambda s: ingest(s, [reading], now=at))
 
     async def top_up(self, yuan: int, at: datetime, key: str) -> None:
-        """A cash-desk recharge, then the hooks exactly as wallets will call them."""
-        async def step(s: AsyncSession) -> None:
-            acc = await get_account(s, self.account_id)
-            old = await account_balance(s, acc)
-            order = await recharge(s, self.account_id, Money.yuan(yuan), key)
-            new = await account_balance(s, acc)
-            await alerting.after_balance_change(s, self.account_id, old, new, at)
-            await alerting.payment_received(s, self.account_id, f"recharge:{order.out_trade_no}",
-                                            order.amount_fen, new, at)
-        await in_transaction(self.sessions, step)
+        """A cash-desk recharge; wallets call the balance and receipt hooks themselves."""
+        await in_transaction(self.sessions, lambda s: recharge(s, self.account_id, Money.yuan(yuan), key, now=at))
 
     async def confirm_relay(self, at: datetime) -> None:
         """The device executor read the relay back: confirm the newest command and call the hook."""

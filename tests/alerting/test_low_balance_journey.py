@@ -50,7 +50,7 @@ async def test_three_levels_down_a_cut_off_a_top_up_and_back_up(sessions, channe
     skipped = {(d.kind, d.channel, d.reason) for d in rows if d.status == "skipped"}
     assert skipped == {("low_balance_1", "wechat_subscribe", "not_configured"),
                        ("receipt", "wechat_subscribe", "not_configured")}
-    assert len(rows) == 15 and all(d.attempts <= 1 for d in rows)
+    assert len(rows) == 16 and all(d.attempts <= 1 for d in rows)
 
 
 async def test_a_level_fires_once_per_crossing_not_on_every_reading(sessions, channels, boxes):

@@ -26,7 +26,7 @@ from tests.factories import add_meter, add_tariff, make_site
 FAST = RuntimeOptions(
     policy=PollPolicy(interval_s=0.2, retries=0, request_timeout_s=0.3, fail_threshold=2, backoff_s=0.5,
                       backoff_max_s=1.0, online_window_s=2.0, batch_size=50, flush_s=0.1),
-    command_interval_s=0.1, command_backoff_s=0.1, command_backoff_max_s=0.3, lost_after_s=3600, lost_check_s=3600)
+    command_interval_s=0.1, command_backoff_s=0.1, command_backoff_max_s=0.3, lost_after_s=3600, lost_check_s=3600, restore_check_s=0.5)
 NO_RATE_LIMIT = 10**12  # the simulator runs consumption fast; its rate is plausible in simulated time only
 
 
@@ -89,6 +89,9 @@ async def start_field(sessions) -> AsyncIterator[StartField]:
         await runtime.stop()
     for sim in sims:
         await sim.stop()
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert not leaked, f"tasks left running: {leaked}"
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, every_s: float = 0.1) -> None:

@@ -1,7 +1,10 @@
-"""Posting many ledger transactions at once, with the same exactly-once rule as services.ledger.post.
+"""Bulk writes for month-end: rows by COPY on PostgreSQL, and many ledger transactions at once.
 
-Month-end raises one transaction per fee charge and per apportioned share: 100,000 of them go
-in a handful of bulk statements instead of several round trips each. The rules are those of
+Month-end raises one transaction per fee charge and per apportioned share and a bill with lines
+per account: 100,000s of rows. On PostgreSQL they go in with COPY (ids reserved from the table's
+sequence first, so children can point at their parents); SQLite gets multi-row INSERTs.
+
+`post_many` posts many ledger transactions with the same exactly-once rule as `services.ledger.post`:
 `services.ledger.post`: a key already recorded is skipped (the unique key is the guard against
 a concurrent writer: the loser's transaction fails and `uow.in_transaction` retries it), every
 transaction's postings sum to zero (checked by billing.ledger.Transaction), and each cached
@@ -13,6 +16,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TypeVar
+
+from operator import itemgetter
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +35,45 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     """Slices small enough for one IN list or one multi-row INSERT."""
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+async def _pg(session: AsyncSession) -> Any | None:
+    """The asyncpg connection of this session's transaction, or None on another database."""
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        return None
+    await conn.exec_driver_sql("SELECT 1")  # the adapter opens its transaction on the first statement
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+async def write_rows(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]],
+                     with_ids: bool = False) -> list[int]:
+    """Insert `rows` (every column given, all rows with the same keys); returns new ids if asked."""
+    if not rows:
+        return []
+    driver = await _pg(session)
+    table = model.__table__
+    if driver is None:
+        if not with_ids:
+            for part in chunks(rows):
+                await session.execute(insert(model), list(part))
+            return []
+        ids: list[int] = []
+        for part in chunks(rows):
+            result = await session.execute(insert(model).returning(model.id, sort_by_parameter_order=True), list(part))
+            ids += [i for (i,) in result.all()]
+        return ids
+    ids = []
+    if with_ids:
+        ids = [r[0] for r in await driver.fetch(
+            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) FROM generate_series(1, $1)", len(rows))]
+        rows = [dict(r, id=i) for r, i in zip(rows, ids)]
+    columns = list(rows[0])
+    pick = itemgetter(*columns)
+    await driver.copy_records_to_table(table.name, records=[pick(r) for r in rows] if len(columns) > 1
+                                       else [(pick(r),) for r in rows], columns=columns)
+    return ids
 
 
 async def existing_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
@@ -89,18 +134,14 @@ async def post_many(session: AsyncSession, site_id: int, txns: Sequence[Transact
     codes = sorted({p.account for t in fresh for p in t.postings})
     ids = await ledger_ids(session, site_id, codes, owners)
     now = utcnow()
-    txn_ids: dict[str, int] = {}
-    for part in chunks(fresh):
-        rows = await session.execute(insert(LedgerTransaction).returning(LedgerTransaction.key, LedgerTransaction.id), [
-            dict(site_id=site_id, key=t.key, kind=t.kind, memo=t.memo[:300], actor=actor, order_id=None,
-                 created_at=now) for t in part])
-        txn_ids.update({k: i for k, i in rows})
-    postings = [dict(txn_id=txn_ids[t.key], ledger_account_id=ids[p.account], amount_fen=p.amount.fen)
-                for t in fresh for p in t.postings]
+    txn_ids = await write_rows(session, LedgerTransaction, [
+        dict(site_id=site_id, key=t.key, kind=t.kind, memo=t.memo[:300], actor=actor, order_id=None,
+             created_at=now) for t in fresh], with_ids=True)
+    postings = [dict(txn_id=txn_id, ledger_account_id=ids[p.account], amount_fen=p.amount.fen)
+                for t, txn_id in zip(fresh, txn_ids) for p in t.postings]
     deltas: dict[int, int] = defaultdict(int)
     for row in postings:
         deltas[row["ledger_account_id"]] += row["amount_fen"]
-    for part in chunks(postings):
-        await session.execute(insert(Posting), list(part))
+    await write_rows(session, Posting, postings)
     await add_to_balances(session, deltas)
     return [t.key for t in fresh]

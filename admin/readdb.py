@@ -1,0 +1,59 @@
+"""Read-only sessions for the panel's pages, which must not queue behind writers.
+
+store.db starts every SQLite transaction with BEGIN IMMEDIATE (the write lock), which is right
+for writes but would make twenty staff reading the monitor wait for each other and for every
+ingest batch. Reads here use a second SQLite engine whose transactions begin DEFERRED: in WAL
+mode each still sees one consistent snapshot, and none takes the write lock. On PostgreSQL
+the application's engine already reads without blocking, so it is used as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from meterpay.web import SESSIONS
+
+READS = web.AppKey("admin_reads", async_sessionmaker[AsyncSession])
+
+
+def _sqlite_reader(url: str):  # type: ignore[no-untyped-def]
+    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=4, max_overflow=4)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def reads_ctx(url: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context for the panel's sub-application: the SQLite read engine, if any."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if not url.startswith("sqlite"):
+            yield
+            return
+        engine = _sqlite_reader(url)
+        app[READS] = async_sessionmaker(engine, expire_on_commit=False)
+        yield
+        await engine.dispose()
+
+    return ctx
+
+
+def reads(request: web.Request) -> AsyncSession:
+    """A session for reading (never the write lock); PostgreSQL: the application's sessions."""
+    maker = request.config_dict.get(READS) or request.config_dict[SESSIONS]
+    return maker()

@@ -1,0 +1,224 @@
+"""A standalone poller process (`python app.py poller`): polls only the gateways it holds a lease on.
+
+Every `renew_s` it renews its leases and heartbeat in one transaction and claims free or expired
+gateways up to a fair share (wired gateways / live pollers, rounded up). Holding more than its
+share (another poller came up), it stops polling the excess first and only then releases them.
+If it cannot renew before its leases could expire (database down, loop starved), it stops polling
+everything (fencing), so a gateway is never polled by two processes that both believe they own
+it. On SIGTERM it flushes, releases its leases and goes; killed, its gateways are free after
+`ttl_s` and the next claim of a live poller takes them. With MQTT_URL set it also runs the MQTT
+bridge, under a shared subscription so each 4G gateway message is ingested by one poller.
+
+Env: POLLER_NAME (stable per slot: the MQTT session id), POLLER_LEASE_TTL_S (10), POLLER_RENEW_S (3),
+POLL_INTERVAL_S (60), POLL_TIMEOUT_S (1), POLLER_COMMAND_CLAIM_S (30), POLLER_MQTT (on|off),
+MQTT_SHARED_GROUP (meterpay-pollers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from devices.mqtt import Topics
+from devices.poller import PollPolicy
+from meterpay.settings import Settings
+from services.leases import claim, release
+from services.meter_io import ReadingSink
+from services.meter_mqtt import MqttBridge
+from services.meter_runtime import BUS_PROTOCOLS, MeterRuntime, RuntimeOptions, db_endpoints, load_fleet, poll_targets
+from services.uow import in_transaction
+from store.db import make_engine, make_sessionmaker
+from store.models import Gateway, PollerSeen
+from store.types import utcnow
+
+log = logging.getLogger(__name__)
+WIRED = tuple(sorted(BUS_PROTOCOLS))
+
+
+@dataclass(frozen=True)
+class PollerOptions:
+    name: str
+    owner: str
+    ttl_s: float = 10.0
+    renew_s: float = 3.0
+    command_claim_s: float = 30.0  # a killed poller's claimed commands come back this soon
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    mqtt: bool = True
+    shared_group: str = "meterpay-pollers"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PollerOptions:
+        def num(key: str, default: float) -> float:
+            return float(settings.get(key) or default)
+
+        name = settings.get("POLLER_NAME") or f"poller-{socket.gethostname()}-{os.getpid()}"
+        policy = PollPolicy(interval_s=num("POLL_INTERVAL_S", 60.0), request_timeout_s=num("POLL_TIMEOUT_S", 1.0))
+        return cls(name=name, owner=f"{name}@{socket.gethostname()}:{os.getpid()}"[:100],
+                   ttl_s=num("POLLER_LEASE_TTL_S", 10.0), renew_s=num("POLLER_RENEW_S", 3.0),
+                   command_claim_s=num("POLLER_COMMAND_CLAIM_S", 30.0),
+                   runtime=RuntimeOptions(policy=policy, command_interval_s=num("POLLER_COMMAND_INTERVAL_S", 1.0)),
+                   mqtt=(settings.get("POLLER_MQTT") or "on") != "off",
+                   shared_group=settings.get("MQTT_SHARED_GROUP") or "meterpay-pollers")
+
+
+def fair_share(gateways: int, live_pollers: int) -> int:
+    """How many wired gateways one poller should hold: all of them divided by the live pollers, rounded up."""
+    return math.ceil(gateways / max(live_pollers, 1))
+
+
+async def heartbeat_and_claim(session: AsyncSession, owner: str, ttl_s: float,
+                              now: datetime | None = None) -> tuple[list[int], int]:
+    """Beat, renew and claim up to the fair share; returns (gateway ids held, fair share)."""
+    now = now or utcnow()
+    seen = await session.get(PollerSeen, owner, with_for_update=True)
+    if seen is None:
+        seen = PollerSeen(owner=owner, seen_at=now)
+        session.add(seen)
+    seen.seen_at = now
+    await session.flush()
+    live = await session.scalar(select(func.count()).select_from(PollerSeen)
+                                .where(PollerSeen.seen_at >= now - timedelta(seconds=ttl_s))) or 1
+    total = await session.scalar(select(func.count()).select_from(Gateway).where(Gateway.protocol.in_(WIRED))) or 0
+    share = fair_share(int(total), int(live))
+    held = await claim(session, owner, ttl_s, limit=share, now=now, protocols=WIRED)
+    seen.gateways = len(held)
+    await session.execute(delete(PollerSeen).where(PollerSeen.seen_at < now - timedelta(seconds=30 * ttl_s)))
+    return held, share
+
+
+async def release_gateways(session: AsyncSession, owner: str, gateway_ids: list[int]) -> None:
+    """Hand back some of this owner's gateways (rebalancing); the caller stopped polling them first."""
+    await session.execute(update(Gateway).where(Gateway.id.in_(gateway_ids), Gateway.lease_owner == owner)
+                          .values(lease_owner=None, lease_until=None))
+
+
+async def leave(session: AsyncSession, owner: str) -> None:
+    """Clean shutdown: every lease and the heartbeat go at once."""
+    await release(session, owner)
+    await session.execute(delete(PollerSeen).where(PollerSeen.owner == owner))
+
+
+async def gateway_codes(session: AsyncSession, ids: list[int]) -> dict[int, str]:
+    return dict((await session.execute(select(Gateway.id, Gateway.code).where(Gateway.id.in_(ids)))).all())
+
+
+class PollerProcess:
+    """The lease loop around one MeterRuntime for the gateways held; run(stop) until stop is set."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], options: PollerOptions) -> None:
+        self.sessions, self.options = sessions, options
+        self.runtime: MeterRuntime | None = None
+        self.polling: frozenset[str] = frozenset()
+        self.renewed_at = -math.inf  # monotonic time of the last successful renewal
+        self.changes = 0
+        self._outage = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                await self.tick()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.options.renew_s)
+        finally:
+            await self._poll(frozenset())
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(in_transaction(self.sessions, lambda s: leave(s, self.options.owner)), 5)
+            log.info("poller %s stopped; leases released", self.options.owner)
+
+    async def tick(self) -> None:
+        """One renewal: claim, poll what is held (dropping the excess first), release the excess."""
+        started = time.monotonic()
+        try:
+            held, share = await asyncio.wait_for(in_transaction(
+                self.sessions, lambda s: heartbeat_and_claim(s, self.options.owner, self.options.ttl_s)),
+                self.options.ttl_s / 2)
+            async with self.sessions() as session:
+                codes = await gateway_codes(session, held)
+        except Exception as ex:  # noqa: BLE001 - the database may be restarting: fence, then retry quietly
+            if not self._outage:
+                log.warning("poller %s cannot renew its leases (%s); retrying", self.options.owner, ex)
+            self._outage = True
+            if time.monotonic() - self.renewed_at > self.options.ttl_s - self.options.renew_s / 2:
+                await self._poll(frozenset())  # our leases may be gone: stop before another poller starts
+            return
+        self.renewed_at = started
+        if self._outage:
+            log.info("poller %s renewing again", self.options.owner)
+        self._outage = False
+        keep, excess = held[:share], held[share:]
+        await self._poll(frozenset(codes[i] for i in keep))
+        if excess:
+            await in_transaction(self.sessions, lambda s: release_gateways(s, self.options.owner, excess))
+            log.info("poller %s handed back %d gateway(s) to balance the load", self.options.owner, len(excess))
+
+    async def _poll(self, codes: frozenset[str]) -> None:
+        """Drive exactly these gateways: the old runtime stops before a new one starts."""
+        if codes == self.polling:
+            return
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
+        self.polling = frozenset()
+        if codes:
+            async with self.sessions() as session:
+                fleet = await load_fleet(session, codes)
+            runtime = MeterRuntime(self.sessions, poll_targets(fleet, db_endpoints(fleet)), self.options.runtime)
+            runtime.store.claim_s = self.options.command_claim_s  # TODO(lead): a RuntimeOptions field
+            await runtime.start()
+            self.runtime = runtime
+            self.polling = codes
+        self.changes += 1
+        log.info("poller %s now polls %d gateway(s)", self.options.owner, len(codes))
+
+
+def mqtt_bridge(settings: Settings, options: PollerOptions,
+                sessions: async_sessionmaker[AsyncSession]) -> MqttBridge | None:
+    """The 4G gateways' bridge, one per poller, sharing the subscription; None without MQTT_URL."""
+    if not (settings.mqtt_url and options.mqtt):
+        return None
+    return MqttBridge(settings.mqtt_url, Topics(settings.mqtt_prefix), ReadingSink.for_sessions(sessions),
+                      identifier=f"meterpay-bridge-{settings.mqtt_prefix}-{options.name}",
+                      shared_group=options.shared_group)
+
+
+async def serve_poller(settings: Settings, stop: asyncio.Event | None = None,
+                       options: PollerOptions | None = None) -> None:
+    """Run one poller (and its MQTT bridge) until SIGTERM/SIGINT or `stop`."""
+    options = options or PollerOptions.from_settings(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    bridge = mqtt_bridge(settings, options, sessions)
+    if bridge is not None:
+        bridge.start()
+    log.info("poller %s starting (lease ttl %gs, poll every %gs)", options.owner, options.ttl_s,
+             options.runtime.policy.interval_s)
+    try:
+        await PollerProcess(sessions, options).run(stop)
+    finally:
+        if bridge is not None:
+            await bridge.stop()
+        await engine.dispose()
+
+
+def run_poller(settings: Settings) -> None:
+    """`python app.py poller`."""
+    asyncio.run(serve_poller(settings))
+
+
+__all__ = ["PollerOptions", "PollerProcess", "fair_share", "heartbeat_and_claim", "run_poller", "serve_poller"]
