@@ -6,12 +6,12 @@ share (another poller came up), it stops polling the excess first and only then 
 If it cannot renew before its leases could expire (database down, loop starved), it stops polling
 everything (fencing), so a gateway is never polled by two processes that both believe they own
 it. On SIGTERM it flushes, releases its leases and goes; killed, its gateways are free after
-`ttl_s` and the next claim of a live poller takes them. With MQTT_URL set it also runs the MQTT
-bridge, under a shared subscription so each 4G gateway message is ingested by one poller.
+`ttl_s` and the next claim of a live poller takes them. With MQTT_URL set, the poller that holds
+the MQTT token (the lease of the lowest-id MQTT gateway) runs the one MQTT bridge: one consumer,
+so one meter's readings are never ingested by two processes at once.
 
-Env: POLLER_NAME (stable per slot: the MQTT session id), POLLER_LEASE_TTL_S (10), POLLER_RENEW_S (3),
-POLL_INTERVAL_S (60), POLL_TIMEOUT_S (1), POLLER_COMMAND_CLAIM_S (30), POLLER_MQTT (on|off),
-MQTT_SHARED_GROUP (meterpay-pollers).
+Env: POLLER_NAME, POLLER_LEASE_TTL_S (10), POLLER_RENEW_S (3), POLL_INTERVAL_S (60), POLL_TIMEOUT_S (1),
+POLLER_COMMAND_CLAIM_S (30), POLLER_COMMAND_INTERVAL_S (1), POLLER_MQTT (on|off).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from devices.mqtt import Topics
@@ -55,7 +55,6 @@ class PollerOptions:
     command_claim_s: float = 30.0  # a killed poller's claimed commands come back this soon
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     mqtt: bool = True
-    shared_group: str = "meterpay-pollers"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PollerOptions:
@@ -68,8 +67,7 @@ class PollerOptions:
                    ttl_s=num("POLLER_LEASE_TTL_S", 10.0), renew_s=num("POLLER_RENEW_S", 3.0),
                    command_claim_s=num("POLLER_COMMAND_CLAIM_S", 30.0),
                    runtime=RuntimeOptions(policy=policy, command_interval_s=num("POLLER_COMMAND_INTERVAL_S", 1.0)),
-                   mqtt=(settings.get("POLLER_MQTT") or "on") != "off",
-                   shared_group=settings.get("MQTT_SHARED_GROUP") or "meterpay-pollers")
+                   mqtt=(settings.get("POLLER_MQTT") or "on") != "off")
 
 
 def fair_share(gateways: int, live_pollers: int) -> int:
@@ -77,9 +75,29 @@ def fair_share(gateways: int, live_pollers: int) -> int:
     return math.ceil(gateways / max(live_pollers, 1))
 
 
-async def heartbeat_and_claim(session: AsyncSession, owner: str, ttl_s: float,
-                              now: datetime | None = None) -> tuple[list[int], int]:
-    """Beat, renew and claim up to the fair share; returns (gateway ids held, fair share)."""
+@dataclass(frozen=True)
+class Held:
+    """What one renewal left this poller holding."""
+
+    wired: list[int]  # gateway ids, in id order
+    share: int  # how many wired gateways this poller should hold
+    bridge: bool  # the MQTT bridge token: the lowest-id MQTT gateway's lease
+
+
+async def claim_bridge(session: AsyncSession, owner: str, ttl_s: float, now: datetime) -> bool:
+    """Hold the MQTT bridge token (one bridge at a time, so one consumer per gateway's readings)."""
+    token = await session.scalar(select(Gateway.id).where(Gateway.protocol == "mqtt").order_by(Gateway.id).limit(1))
+    if token is None:
+        return False
+    res = await session.execute(update(Gateway).where(
+        Gateway.id == token, or_(Gateway.lease_owner == owner, Gateway.lease_owner.is_(None), Gateway.lease_until < now))
+        .values(lease_owner=owner, lease_until=now + timedelta(seconds=ttl_s)))
+    return res.rowcount == 1
+
+
+async def heartbeat_and_claim(session: AsyncSession, owner: str, ttl_s: float, now: datetime | None = None,
+                              bridge: bool = True) -> Held:
+    """Beat, renew, and claim up to the fair share of wired gateways (and the bridge token if asked)."""
     now = now or utcnow()
     seen = await session.get(PollerSeen, owner, with_for_update=True)
     if seen is None:
@@ -91,10 +109,12 @@ async def heartbeat_and_claim(session: AsyncSession, owner: str, ttl_s: float,
                                 .where(PollerSeen.seen_at >= now - timedelta(seconds=ttl_s))) or 1
     total = await session.scalar(select(func.count()).select_from(Gateway).where(Gateway.protocol.in_(WIRED))) or 0
     share = fair_share(int(total), int(live))
-    held = await claim(session, owner, ttl_s, limit=share, now=now, protocols=WIRED)
-    seen.gateways = len(held)
+    token = bridge and await claim_bridge(session, owner, ttl_s, now)
+    held = await claim(session, owner, ttl_s, limit=share + int(token), now=now, protocols=WIRED)
+    wired = sorted(await session.scalars(select(Gateway.id).where(Gateway.id.in_(held), Gateway.protocol.in_(WIRED))))
+    seen.gateways = len(wired)
     await session.execute(delete(PollerSeen).where(PollerSeen.seen_at < now - timedelta(seconds=30 * ttl_s)))
-    return held, share
+    return Held(list(wired), share, token)
 
 
 async def release_gateways(session: AsyncSession, owner: str, gateway_ids: list[int]) -> None:
@@ -114,12 +134,14 @@ async def gateway_codes(session: AsyncSession, ids: list[int]) -> dict[int, str]
 
 
 class PollerProcess:
-    """The lease loop around one MeterRuntime for the gateways held; run(stop) until stop is set."""
+    """The lease loop around one MeterRuntime (and the MQTT bridge while holding its token); run(stop)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], options: PollerOptions) -> None:
-        self.sessions, self.options = sessions, options
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], options: PollerOptions,
+                 bridge: MqttBridge | None = None) -> None:
+        self.sessions, self.options, self.bridge = sessions, options, bridge
         self.runtime: MeterRuntime | None = None
         self.polling: frozenset[str] = frozenset()
+        self.bridging = False
         self.renewed_at = -math.inf  # monotonic time of the last successful renewal
         self.changes = 0
         self._outage = False
@@ -131,36 +153,50 @@ class PollerProcess:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.options.renew_s)
         finally:
-            await self._poll(frozenset())
+            await self._fence()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(in_transaction(self.sessions, lambda s: leave(s, self.options.owner)), 5)
             log.info("poller %s stopped; leases released", self.options.owner)
 
     async def tick(self) -> None:
-        """One renewal: claim, poll what is held (dropping the excess first), release the excess."""
+        """One renewal: claim, drive what is held (dropping the excess first), release the excess."""
         started = time.monotonic()
         try:
-            held, share = await asyncio.wait_for(in_transaction(
-                self.sessions, lambda s: heartbeat_and_claim(s, self.options.owner, self.options.ttl_s)),
-                self.options.ttl_s / 2)
+            held = await asyncio.wait_for(in_transaction(self.sessions, lambda s: heartbeat_and_claim(
+                s, self.options.owner, self.options.ttl_s, bridge=self.bridge is not None)), self.options.ttl_s / 2)
             async with self.sessions() as session:
-                codes = await gateway_codes(session, held)
+                codes = await gateway_codes(session, held.wired)
         except Exception as ex:  # noqa: BLE001 - the database may be restarting: fence, then retry quietly
             if not self._outage:
                 log.warning("poller %s cannot renew its leases (%s); retrying", self.options.owner, ex)
             self._outage = True
             if time.monotonic() - self.renewed_at > self.options.ttl_s - self.options.renew_s / 2:
-                await self._poll(frozenset())  # our leases may be gone: stop before another poller starts
+                await self._fence()  # our leases may be gone: stop before another poller starts
             return
         self.renewed_at = started
         if self._outage:
             log.info("poller %s renewing again", self.options.owner)
         self._outage = False
-        keep, excess = held[:share], held[share:]
+        keep, excess = held.wired[:held.share], held.wired[held.share:]
         await self._poll(frozenset(codes[i] for i in keep))
+        await self._bridge(held.bridge)
         if excess:
             await in_transaction(self.sessions, lambda s: release_gateways(s, self.options.owner, excess))
             log.info("poller %s handed back %d gateway(s) to balance the load", self.options.owner, len(excess))
+
+    async def _fence(self) -> None:
+        await self._poll(frozenset())
+        await self._bridge(False)
+
+    async def _bridge(self, hold: bool) -> None:
+        if self.bridge is None or hold == self.bridging:
+            return
+        if hold:
+            self.bridge.start()
+        else:
+            await self.bridge.stop()
+        self.bridging = hold
+        log.info("poller %s %s the MQTT bridge", self.options.owner, "runs" if hold else "stopped")
 
     async def _poll(self, codes: frozenset[str]) -> None:
         """Drive exactly these gateways: the old runtime stops before a new one starts."""
@@ -184,17 +220,20 @@ class PollerProcess:
 
 def mqtt_bridge(settings: Settings, options: PollerOptions,
                 sessions: async_sessionmaker[AsyncSession]) -> MqttBridge | None:
-    """The 4G gateways' bridge, one per poller, sharing the subscription; None without MQTT_URL."""
+    """The 4G gateways' bridge (started only while this poller holds the token); None without MQTT_URL.
+
+    Every poller uses the same client id and a persistent session, so the broker keeps QoS 1
+    readings while no poller holds the token and hands them to whichever poller takes it next.
+    """
     if not (settings.mqtt_url and options.mqtt):
         return None
     return MqttBridge(settings.mqtt_url, Topics(settings.mqtt_prefix), ReadingSink.for_sessions(sessions),
-                      identifier=f"meterpay-bridge-{settings.mqtt_prefix}-{options.name}",
-                      shared_group=options.shared_group)
+                      identifier=f"meterpay-bridge-{settings.mqtt_prefix}")
 
 
 async def serve_poller(settings: Settings, stop: asyncio.Event | None = None,
                        options: PollerOptions | None = None) -> None:
-    """Run one poller (and its MQTT bridge) until SIGTERM/SIGINT or `stop`."""
+    """Run one poller until SIGTERM/SIGINT or `stop`."""
     options = options or PollerOptions.from_settings(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -203,16 +242,11 @@ async def serve_poller(settings: Settings, stop: asyncio.Event | None = None,
             loop.add_signal_handler(sig, stop.set)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
-    bridge = mqtt_bridge(settings, options, sessions)
-    if bridge is not None:
-        bridge.start()
     log.info("poller %s starting (lease ttl %gs, poll every %gs)", options.owner, options.ttl_s,
              options.runtime.policy.interval_s)
     try:
-        await PollerProcess(sessions, options).run(stop)
+        await PollerProcess(sessions, options, mqtt_bridge(settings, options, sessions)).run(stop)
     finally:
-        if bridge is not None:
-            await bridge.stop()
         await engine.dispose()
 
 
@@ -221,4 +255,4 @@ def run_poller(settings: Settings) -> None:
     asyncio.run(serve_poller(settings))
 
 
-__all__ = ["PollerOptions", "PollerProcess", "fair_share", "heartbeat_and_claim", "run_poller", "serve_poller"]
+__all__ = ["Held", "PollerOptions", "PollerProcess", "fair_share", "heartbeat_and_claim", "run_poller", "serve_poller"]
