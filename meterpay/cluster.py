@@ -245,7 +245,9 @@ class Cluster:
     def start(self) -> None:
         """Every web, worker and poller, then wait until each says it is ready."""
         for i in range(1, self.webs + 1):
-            self._proc(f"web-{i}", ["app.py", "run"], {"PORT": str(self.port), "EMBEDDED_WORKER": "off"})
+            # MQTT_URL empty: the web app would start its own bridge (meterpay.embedded.mqtt_ctx); in
+            # scale-out the one bridge runs in the poller holding the MQTT token (services.poller_process)
+            self._proc(f"web-{i}", ["app.py", "run"], {"PORT": str(self.port), "EMBEDDED_WORKER": "off", "MQTT_URL": ""})
         for i in range(1, self.workers + 1):
             self._proc(f"worker-{i}", ["app.py", "worker"])
         for i in range(1, self.pollers + 1):
