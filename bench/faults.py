@@ -67,7 +67,7 @@ class Suite:
             if self.stop.is_set():
                 break
             # the low accounts run dry first (cut-off), then payments bring them back (restore)
-            late = time.monotonic() - started > 20
+            late = time.monotonic() - started > 40
             acc = low[(i // 10) % len(low)] if low and late and i % 10 == 0 else self.rng.choice(others)
             task = asyncio.create_task(self.t.pay(acc.account_id, Money(100 + self.rng.randrange(0, 900))))
             tasks.add(task)
@@ -247,13 +247,15 @@ async def run(quick: bool, keep: bool) -> dict[str, Any]:
                     v for k, v in suite.bot_status.items() if k != 200), "supervisor_restarts": suite.supervised,
                 "unacked_notifies": len(t.unacked), "sim_exchanges": stats["exchanges"],
                 "private_postgres": t.servers.postgres is not None, "skipped": skipped, "run_dir": str(t.root)}
+        if any(v for k, v in result.items() if k.startswith(("lost_", "double_"))):
+            t.o.keep = True  # the process logs and the database stay for a post-mortem
         return {"bench": "faults", "quick": quick, **injected, **result, **suite.figures, **info}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the CI form (a few minutes)")
-    parser.add_argument("--keep", action="store_true", help="keep the run directory (process logs)")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (kept anyway on a failure)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = asyncio.run(run(args.quick, args.keep))

@@ -102,7 +102,7 @@ class Trial:
         env.update({"DATABASE_URL": self.db_url, "REDIS_URL": f"redis://127.0.0.1:{self.servers.redis_port}/0",
                     "ARQ_QUEUE_NAME": f"trial-{self.run}:queue", "MQTT_URL": f"mqtt://127.0.0.1:{self.servers.mqtt_port}",
                     "MQTT_PREFIX": f"trial-{self.run}",
-                    "SECRET_KEY": secrets.token_urlsafe(32), "WECHAT_TOKEN": WECHAT_TOKEN, "WECHAT_APPID": WECHAT_APPID,
+                    "SECRET_KEY": secrets.token_urlsafe(32), "METERPAY_FAST_HASH": "1", "WECHAT_TOKEN": WECHAT_TOKEN, "WECHAT_APPID": WECHAT_APPID,
                     "POLL_INTERVAL_S": str(self.o.poll_interval_s), "POLLER_LEASE_TTL_S": "10", "POLLER_RENEW_S": "3",
                     "OUTBOX_ACK_TIMEOUT_S": "20", **self.o.env})
         self.cluster = Cluster(self.root, env, self.o.webs, self.o.workers, self.o.pollers)

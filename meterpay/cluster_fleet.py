@@ -33,7 +33,7 @@ class FleetSpec:
     meter_side_every: int = 4
     low_every: int = 5
     balance: Money = Money(50_00)
-    low_balance: Money = Money(5)
+    low_balance: Money = Money(1)
     meter_balance_fen: int = 50_00
     price: str = "1.00"
     site_code: str = "SCALE"

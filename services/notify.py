@@ -160,7 +160,10 @@ async def plan_deliveries(session: AsyncSession, key: str, payload: Mapping[str,
                 SubscribeOptIn.tenant_id == recipient.tenant_id, SubscribeOptIn.kind == kind,
                 SubscribeOptIn.count > 0).values(count=SubscribeOptIn.count - 1))
     if not plan.decisions and plan.skipped[:1] != (policy.Skip("*", "duplicate"),):
-        log.warning("notify %s (%s): no channel can carry it: %s", key, kind, plan.skipped)
+        unconfigured = all(s.reason == "not_configured" for s in plan.skipped)
+        # with no channel configured at all (the demo) this is expected: say it quietly
+        log.log(logging.INFO if unconfigured else logging.WARNING,
+                "notify %s (%s): no channel can carry it: %s", key, kind, plan.skipped)
     due = [d.channel for d in plan.decisions if d.send_at <= local]
     if not due:
         return []
