@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    from meterpay import logsafe
+
+    logsafe.install(settings)
     handlers = {"run": cmd_run, "migrate": cmd_migrate, "demo": cmd_demo, "worker": cmd_worker,
                 "poller": cmd_poller, "simulate": cmd_simulate}
     handlers[args.command](settings, args)

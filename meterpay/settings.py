@@ -11,8 +11,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
-SECRET_NAMES = ("SECRET_KEY", "WECHAT_TOKEN", "WECHAT_AES_KEY", "WECHATPAY_APIV3_KEY", "SMS_ACCESS_KEY_SECRET",
-                "SMTP_PASSWORD", "WEBHOOK_SECRET")
+SECRET_SUFFIXES = ("SECRET", "SECRET_KEY", "PASSWORD", "TOKEN", "AES_KEY", "APIV3_KEY", "PRIVATE_KEY")
+
+
+def is_secret(name: str) -> bool:
+    """Settings whose values must never be shown: by name, so a new provider's secret is covered too."""
+    return name.endswith(SECRET_SUFFIXES)
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -39,6 +43,11 @@ class Settings:
     site_timezone: str = "Asia/Shanghai"
     embedded_worker: bool = True
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)  # provider settings by env name
+
+    def secret_values(self) -> list[str]:
+        """The configured secret values (for log redaction); short values are ignored to avoid noise."""
+        values = [v for k, v in self.extra.items() if is_secret(k) and len(v) >= 6]
+        return [*values, self.secret_key] if self.secret_key else values
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """A provider setting (ALIPAY_APPID, SMTP_HOST, ...) by its environment name."""

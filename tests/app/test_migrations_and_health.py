@@ -61,3 +61,23 @@ async def test_healthz_says_degraded_when_the_database_is_unreachable(aiohttp_cl
 def test_settings_never_show_secrets():
     s = Settings.from_env({"SECRET_KEY": "hunter2-very-secret", "WECHAT_TOKEN": "tok"}, dotenv=None)
     assert "hunter2" not in repr(s) and "tok" not in repr(s)
+
+
+def test_configured_secrets_are_masked_in_log_lines(caplog):
+    import logging
+
+    from meterpay.logsafe import RedactSecrets
+
+    s = Settings.from_env({"SECRET_KEY": "k" * 40, "SMS_ACCESS_KEY_SECRET": "sms-secret-value",
+                           "SMTP_PASSWORD": "mail-pass-123", "SMTP_HOST": "mail.example"}, dotenv=None)
+    logger = logging.getLogger("meterpay.test.redact")
+    flt = RedactSecrets(s.secret_values())
+    logger.addFilter(flt)
+    try:
+        with caplog.at_level(logging.INFO, logger="meterpay.test.redact"):
+            logger.info("calling %s with %s and %s", s.get("SMTP_HOST"), s.get("SMTP_PASSWORD"),
+                        s.get("SMS_ACCESS_KEY_SECRET"))
+    finally:
+        logger.removeFilter(flt)
+    text = caplog.text
+    assert "mail.example" in text and "mail-pass-123" not in text and "sms-secret-value" not in text
