@@ -67,3 +67,47 @@ def translate(key: str, lang: str | None) -> str:
     if pair is None:
         return key
     return pair[LANGS.index(norm(lang))]
+
+
+# Words of the delivery log, fee / apportionment / bill pages and the management pages.
+WORDS.update({
+    "deliveries": ("通知记录", "Deliveries"), "channel": ("通道", "Channel"), "recipient": ("接收人", "Recipient"),
+    "attempts": ("尝试次数", "Attempts"), "sent_at": ("发送时间", "Sent at"), "error": ("错误", "Error"),
+    "d_queued": ("排队中", "Queued"), "d_sending": ("发送中", "Sending"), "d_sent": ("已发送", "Sent"),
+    "d_failed": ("失败", "Failed"), "d_skipped": ("已跳过", "Skipped"),
+    "ch_sms": ("短信", "SMS"), "ch_voice": ("语音", "Voice call"), "ch_email": ("邮件", "Email"),
+    "ch_wechat_template": ("公众号模板消息", "WeChat template"),
+    "ch_wechat_subscribe": ("小程序订阅消息", "Mini-program message"), "ch_push": ("推送", "Push"),
+    "fee_items": ("收费项目", "Fee items"), "new_fee_item": ("新增收费项目", "New fee item"), "code": ("编码", "Code"),
+    "basis": ("计费方式", "Basis"), "b_fixed": ("固定金额", "Fixed"), "b_per_m2": ("按面积", "Per m²"),
+    "rate_per_m2": ("每平方米单价（元）", "Rate per m² (yuan)"), "recurrence": ("周期", "Recurrence"),
+    "rc_monthly": ("每月", "Monthly"), "rc_quarterly": ("每季度", "Quarterly"), "rc_yearly": ("每年", "Yearly"),
+    "rc_one_time": ("一次性", "One-time"), "day_of_period": ("周期内第几天", "Day of period"),
+    "starts_on": ("开始日期", "Starts on"), "ends_on": ("结束日期", "Ends on"), "collection": ("收取方式", "Collection"),
+    "c_deduct": ("从余额扣除", "Deduct from wallet"), "c_bill": ("出账单催缴", "Issue a bill"),
+    "prorate": ("入住/退租按天折算", "Prorate by days on move-in/out"), "scope": ("适用范围", "Applies to"),
+    "sc_site": ("全站", "Whole site"), "sc_building": ("楼栋", "Building"), "sc_rooms": ("指定房间", "Chosen rooms"),
+    "room_ids": ("房间编号（ID，逗号分隔）", "Room ids (comma separated)"), "inactive": ("停用", "Inactive"),
+    "activate": ("启用", "Activate"),
+    "apportion_groups": ("公摊分组", "Apportionment groups"), "new_group": ("新增公摊分组", "New group"),
+    "master_meter": ("总表", "Master meter"), "method": ("分摊方式", "Method"), "m_ratio": ("按比例", "By ratio"),
+    "m_area": ("按面积", "By area"), "m_usage": ("按用量", "By usage"), "members": ("分摊成员", "Members"),
+    "member": ("成员", "Member"), "ratio": ("比例", "Ratio"), "group": ("分组", "Group"),
+    "quantity": ("数量", "Quantity"), "apportion_runs": ("最近分摊", "Recent splits"),
+    "members_help": ("每行一个：room:<房间ID> 或 meter:<表计ID>，按比例时加 =比例，如 room:12=0.6",
+                     "One a line: room:<room id> or meter:<meter id>, for the ratio method add =ratio, e.g. room:12=0.6"),
+    "run_monthend": ("手动月结", "Run month-end"), "period": ("账期（月）", "Period (month)"),
+    "monthend_help": ("收取费用、分摊公共用量并生成后付费账单；重复执行不会重复收费。",
+                      "Charges fees, splits common areas and generates postpaid bills; running it again charges nothing twice."),
+    "bills": ("账单", "Bills"), "bill": ("账单", "Bill"), "bill_no": ("账单号", "Bill no."),
+    "arrears": ("欠费", "Arrears"), "due_on": ("到期日", "Due on"), "paid": ("已收", "Paid"),
+    "outstanding": ("未收", "Outstanding"), "overdue": ("逾期", "Overdue"), "period_start": ("账期开始", "Period start"),
+    "open_bills": ("未结账单", "Open bills"), "oldest_due": ("最早到期", "Oldest due"),
+    "days_overdue": ("逾期天数", "Days overdue"), "description": ("说明", "Description"),
+    "bills_created": ("新账单", "bills created"), "fees_deducted": ("扣费笔数", "fees deducted"),
+    "bs_draft": ("草稿", "Draft"), "bs_confirmed": ("已审核", "Confirmed"), "bs_issued": ("已出账", "Issued"),
+    "bs_partly_paid": ("部分已付", "Partly paid"), "bs_paid": ("已付清", "Paid"), "bs_overdue": ("已逾期", "Overdue"),
+    "bs_void": ("已作废", "Void"),
+    "bill_confirm": ("审核", "Confirm"), "bill_reopen": ("退回草稿", "Reopen"), "bill_issue": ("出账", "Issue"),
+    "bill_void": ("作废", "Void"),
+})

@@ -77,7 +77,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/pay/status"): LINK,
     ("GET", "/pay/oauth"): PUBLIC,  # WeChat's OAuth redirect back to the pay page
     # staff panel
-    ("GET", "/admin"): PUBLIC,  # redirects to /admin/
+    ("GET", "/admin"): staff(ALL_STAFF, "view: the panel's index, behind the sign-in"),
     ("GET", "/admin/login"): PUBLIC,
     ("POST", "/admin/login"): PUBLIC,
     ("GET", "/admin/static"): PUBLIC,

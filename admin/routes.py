@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from admin import views_auth, views_manage, views_monitor, views_money, views_room
+from admin import views_charges, views_deliveries
 
 
 def add_routes(app: web.Application, static_dir: Path) -> None:
@@ -36,3 +37,17 @@ def add_routes(app: web.Application, static_dir: Path) -> None:
     r.add_get("/sites/{site_id}/orders.xlsx", views_money.orders_xlsx, name="admin.orders_xlsx")
     r.add_get("/orders/{order_id}/receipt", views_money.receipt, name="admin.receipt")
     r.add_static("/static", static_dir, name="admin.static")
+    r.add_get("/sites/{site_id}/deliveries", views_deliveries.deliveries, name="admin.deliveries")
+    r.add_get("/sites/{site_id}/fees", views_charges.fees, name="admin.fees")
+    r.add_post("/sites/{site_id}/fees", views_charges.fee_create, name="admin.fee_create")
+    r.add_post("/fees/{fee_id}/active", views_charges.fee_active, name="admin.fee_active")
+    r.add_get("/sites/{site_id}/apportion", views_charges.apportion, name="admin.apportion")
+    r.add_post("/sites/{site_id}/apportion", views_charges.apportion_create, name="admin.apportion_create")
+    r.add_post("/sites/{site_id}/monthend", views_charges.monthend, name="admin.monthend")
+    r.add_get("/sites/{site_id}/bills", views_charges.bills, name="admin.bills")
+    r.add_get("/sites/{site_id}/bills.xlsx", views_charges.bills_export, name="admin.bills_xlsx")
+    r.add_get("/bills/{bill_id}", views_charges.bill, name="admin.bill")
+    for action in ("confirm", "reopen", "issue", "void"):
+        r.add_post(f"/bills/{{bill_id}}/{action}", views_charges.bill_action, name=f"admin.bill_{action}")
+    r.add_get("/sites/{site_id}/arrears", views_charges.arrears_page, name="admin.arrears")
+    r.add_get("/sites/{site_id}/arrears.xlsx", views_charges.arrears_export, name="admin.arrears_xlsx")

@@ -16,7 +16,7 @@ from store.models import Delivery, Site
 
 PAGE = 100
 STATUSES = ("queued", "sending", "sent", "failed", "skipped")
-CHANNELS = ("sms", "voice", "email", "wechat", "miniprogram", "webhook")
+CHANNELS = ("sms", "voice", "email", "wechat_template", "wechat_subscribe", "push")
 
 
 def _deliveries(site: Site, q: Mapping[str, str]) -> Select[Any]:

@@ -142,7 +142,7 @@ def _split_by_windows(t: TimeOfUse, a: datetime, b: datetime, qty: int, tz: Zone
 
 def _next_boundary(t: TimeOfUse, local: datetime) -> datetime:
     """The next local time after `local` at which some TOU window starts or ends."""
-    marks = sorted({m for w in t.windows for span in w.minutes() for m in span} | {1440})
+    marks = t.marks
     day = local.replace(hour=0, minute=0, second=0, microsecond=0)
     now_min = (local - day).total_seconds() / 60
     for m in marks:

@@ -77,6 +77,11 @@ class TimeOfUse:
     windows: tuple[TouWindow, ...]
     kind = "tou"
 
+    @property
+    def marks(self) -> tuple[int, ...]:
+        """Minutes of the day where some window starts or ends (and 1440), ascending."""
+        return _marks(self.windows)
+
     def rate_at(self, local: datetime) -> str:
         """The rate in force at a local wall-clock time."""
         m = local.hour * 60 + local.minute
@@ -84,6 +89,17 @@ class TimeOfUse:
             if any(a <= m < b for a, b in w.minutes()):
                 return w.rate
         raise TariffError(f"no TOU window covers {local.time()}")  # validated away at parse
+
+
+_MARKS: dict[tuple[TouWindow, ...], tuple[int, ...]] = {}
+
+
+def _marks(windows: tuple[TouWindow, ...]) -> tuple[int, ...]:
+    cached = _MARKS.get(windows)
+    if cached is None:
+        cached = tuple(sorted({m for w in windows for span in w.minutes() for m in span} | {1440}))
+        _MARKS[windows] = cached
+    return cached
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,7 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
         seen.add((m.id, m.epoch, r.taken_at))
         acc = accounts.get(m.account_id) if m.account_id else None
         tz = ZoneInfo(sites[m.site_id].timezone)
-        results.append(_one(batch, r, m, acc, tz, versions.get(m.tariff_id or -1, [])))
+        results.append(_one(batch, r, m, acc, tz, versions.get(m.tariff_id or -1, []), now))
     moved = await _write(session, batch, now)
     await _cutoffs(session, batch, accounts, moved, now)
     await alerting.after_balance_changes(session, moved, now)
@@ -126,7 +126,7 @@ def _refusal(r: ReadingIn, m: Meter | None, accounts: dict[int, Account]) -> str
 
 
 def _one(batch: _Batch, r: ReadingIn, m: Meter, acc: Account | None, tz: ZoneInfo,
-         versions: list[PureVersion]) -> IngestResult:
+         versions: list[PureVersion], now: datetime) -> IngestResult:
     base = Baseline(m.base_at, m.base_total, tuple(m.base_rates) if m.base_rates else None) \
         if m.base_at is not None and m.base_total is not None else None
     verdict = assess(base, r.taken_at, r.total, r.rates,
@@ -153,7 +153,7 @@ def _one(batch: _Batch, r: ReadingIn, m: Meter, acc: Account | None, tz: ZoneInf
             m.meter_balance_fen = r.meter_balance_fen
         if r.purchase_count is not None:
             m.purchase_count = r.purchase_count
-    m.online, m.last_seen_at = True, utcnow()
+    m.online, m.last_seen_at = True, now
     batch.readings.append(row)
     return IngestResult(m.id, r.taken_at, verdict=verdict.verdict.value, amount=Money(amount))
 

@@ -14,6 +14,7 @@ from devices.driver import BusEndpoint, sample_from_values
 from devices.mqtt import QOS, Topics, encode_readings
 from devices.sample import MeterSample
 from devices.sim.meter import SimMeter
+from devices.sim.mqtt_ops import apply_command
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +90,11 @@ class SimMqttGateway:
             self.published += len(batch)
 
     async def _commands(self, client: aiomqtt.Client) -> None:
+        """Answer each `down/cmd` with an `up/ack` (devices.sim.mqtt_ops: every op of devices.mqtt)."""
         async for message in client.messages:
             try:
                 cmd = json.loads(bytes(message.payload))  # type: ignore[arg-type]
-                ok, result = self._apply(cmd)
-                ack = {"id": cmd.get("id"), "ok": ok, "result": result}
-            except (ValueError, KeyError, TypeError) as ex:
-                ack = {"id": None, "ok": False, "error": str(ex)}
+            except ValueError as ex:
+                cmd = {"error": str(ex)}
+            ack = apply_command(self.code, self.meters, cmd if isinstance(cmd, dict) else {})
             await client.publish(self.topics.ack(self.code), json.dumps(ack).encode(), qos=QOS)
-
-    def _apply(self, cmd: dict) -> tuple[bool, object]:
-        meter, args = self.meters[str(cmd["address"])], cmd.get("args", {})
-        ops = {
-            "set_relay": lambda: meter.set_relay(bool(args["closed"])),
-            "read_relay": lambda: meter.relay_closed,
-            "push_credit": lambda: meter.apply_credit(int(args["purchase_count"]), int(args["amount_fen"])),
-            "read_purchase_count": lambda: meter.purchase_count,
-        }
-        result = ops[cmd["op"]]()
-        return result is not False, result
