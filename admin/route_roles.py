@@ -119,6 +119,22 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/admin/batches/{task_id}/progress.json"): VIEW,
     ("POST", "/admin/batches/{task_id}/retry"): staff(MONEY, "the batch action's permission (recharge here)"),
     ("POST", "/admin/batches/{task_id}/cancel"): staff(MONEY, "the batch action's permission (recharge here)"),
+    ("GET", "/admin/sites/{site_id}/deliveries"): VIEW,
+    ("GET", "/admin/sites/{site_id}/fees"): VIEW,
+    ("POST", "/admin/sites/{site_id}/fees"): staff(MANAGE, "account"),
+    ("POST", "/admin/fees/{fee_id}/active"): staff(MANAGE, "account"),
+    ("GET", "/admin/sites/{site_id}/apportion"): VIEW,
+    ("POST", "/admin/sites/{site_id}/apportion"): staff(MANAGE, "account"),
+    ("POST", "/admin/sites/{site_id}/monthend"): staff(MANAGE, "account"),
+    ("GET", "/admin/sites/{site_id}/bills"): VIEW,
+    ("GET", "/admin/sites/{site_id}/bills.xlsx"): VIEW,
+    ("GET", "/admin/bills/{bill_id}"): VIEW,
+    ("POST", "/admin/bills/{bill_id}/confirm"): staff(MANAGE, "account"),
+    ("POST", "/admin/bills/{bill_id}/reopen"): staff(MANAGE, "account"),
+    ("POST", "/admin/bills/{bill_id}/issue"): staff(MANAGE, "account"),
+    ("POST", "/admin/bills/{bill_id}/void"): staff(MANAGE, "account"),
+    ("GET", "/admin/sites/{site_id}/arrears"): VIEW,
+    ("GET", "/admin/sites/{site_id}/arrears.xlsx"): VIEW,
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from admin import views_auth, views_manage, views_monitor, views_money, views_room
-from admin import views_charges, views_deliveries
+from admin import views_charges, views_deliveries, views_sites
 
 
 def add_routes(app: web.Application, static_dir: Path) -> None:
@@ -51,3 +51,14 @@ def add_routes(app: web.Application, static_dir: Path) -> None:
         r.add_post(f"/bills/{{bill_id}}/{action}", views_charges.bill_action, name=f"admin.bill_{action}")
     r.add_get("/sites/{site_id}/arrears", views_charges.arrears_page, name="admin.arrears")
     r.add_get("/sites/{site_id}/arrears.xlsx", views_charges.arrears_export, name="admin.arrears_xlsx")
+    r.add_get("/sites", views_sites.sites, name="admin.sites")
+    r.add_post("/sites", views_sites.site_create, name="admin.site_create")
+    r.add_get("/sites/{site_id}/places", views_sites.places, name="admin.places")
+    r.add_post("/sites/{site_id}/buildings", views_sites.building_create, name="admin.building_create")
+    r.add_post("/sites/{site_id}/floors", views_sites.floor_create, name="admin.floor_create")
+    r.add_post("/sites/{site_id}/places/rooms", views_sites.room_create, name="admin.room_create")
+    r.add_post("/sites/{site_id}/places/rooms/import", views_sites.rooms_import, name="admin.rooms_import")
+    r.add_get("/sites/{site_id}/devices", views_sites.devices, name="admin.devices")
+    r.add_post("/sites/{site_id}/gateways", views_sites.gateway_create, name="admin.gateway_create")
+    r.add_post("/sites/{site_id}/meters", views_sites.meter_create, name="admin.meter_create")
+    r.add_post("/sites/{site_id}/meters/import", views_sites.meters_import, name="admin.meters_import")

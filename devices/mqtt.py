@@ -25,7 +25,7 @@ from devices.sample import MeterSample
 
 log = logging.getLogger(__name__)
 QOS = 1
-OPS = ("read", "set_relay", "read_relay", "push_credit", "read_purchase_count", "set_price", "read_price", "time_sync")
+OPS = ("read", "set_relay", "read_relay", "push_credit", "read_purchase_count", "set_price", "read_price", "time_sync", "read_clock")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from devices.sim import SimulatorHandle
 from meterpay.web import SESSIONS, SETTINGS
 from services.meter_io import ReadingSink
 from services.meter_mqtt import MqttBridge
+from services.meter_mqtt_commands import MqttCommandRuntime
 from services.meter_runtime import MeterRuntime, RuntimeOptions, load_fleet, poll_targets
 from services.meter_sim import fleet_simulator, sim_endpoints
 
@@ -67,9 +68,12 @@ async def mqtt_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         return
     bridge = MqttBridge(settings.mqtt_url, Topics(settings.mqtt_prefix), ReadingSink.for_sessions(app[SESSIONS]),
                         shared_group=settings.get("MQTT_SHARED_GROUP"))
+    commands = MqttCommandRuntime(app[SESSIONS], settings.mqtt_url, Topics(settings.mqtt_prefix))
     app[MQTT_BRIDGE] = bridge
     bridge.start()
+    commands.start()
     try:
         yield
     finally:
+        await commands.stop()
         await bridge.stop()

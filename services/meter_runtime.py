@@ -76,7 +76,7 @@ async def load_fleet(session: AsyncSession, gateways: Collection[str] | None = N
     out = []
     for m, gw in (await session.execute(stmt)).all():
         protocol = m.protocol if m.protocol in BUS_PROTOCOLS else gw.protocol
-        if protocol not in BUS_PROTOCOLS:
+        if gw.protocol == "mqtt" or protocol not in BUS_PROTOCOLS:
             continue  # MQTT DTUs report on their own (services.meter_mqtt)
         out.append(FleetMeter(m.id, gw.code, m.port, m.address, protocol, profile_for(m.model, m.utility, protocol),  # type: ignore[arg-type]
                               m.billing_side, m.relay_closed, m.last_total or m.base_total or 0,

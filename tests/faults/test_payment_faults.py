@@ -56,6 +56,8 @@ class Processes:
     def __init__(self, tmp_path: Path, db_url: str) -> None:
         self.tmp_path, self.db_url = tmp_path, db_url
         self.running: list[subprocess.Popen[bytes]] = []
+        self.restarts = 0
+        self._supervisors: list[asyncio.Task[None]] = []
 
     def start(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         base = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MQTT_URL", "DATABASE_URL")}
@@ -86,7 +88,21 @@ class Processes:
             proc.kill()
             await asyncio.to_thread(proc.wait, 10)
 
+    def supervise(self, role: str, env: dict[str, str] | None = None) -> None:
+        """Run an app.py role restarted whenever it exits, as systemd `Restart=always` would."""
+        async def keep() -> None:
+            while True:
+                proc = self.app(role, env)
+                await asyncio.to_thread(proc.wait)
+                self.restarts += 1
+                await asyncio.sleep(0.5)  # RestartSec
+
+        self._supervisors.append(asyncio.create_task(keep(), name=f"supervise {role}"))
+
     async def stop_all(self) -> None:
+        for task in self._supervisors:
+            task.cancel()
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
         for proc in reversed(self.running):
             await self.stop(proc)
 
@@ -209,7 +225,7 @@ async def test_payments_arriving_while_redis_is_down_are_credited_at_once_and_ea
     worker_env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "ARQ_QUEUE_NAME": f"faults:{uuid.uuid4().hex[:8]}",
                   "OUTBOX_ACK_TIMEOUT_S": "5"}
     async with field(sessions, site) as (sim, _faults):
-        procs.app("worker", worker_env)
+        procs.supervise("worker", worker_env)  # arq's worker exits when Redis goes: deployments restart it
         procs.app("poller", POLLER_ENV)
         paid = {"1": await pay(shop, site, "1")}  # with Redis up: relayed and acknowledged
         await wait(lambda: _outbox_done(sessions), procs, 30, "the worker to acknowledge the first payment's jobs")

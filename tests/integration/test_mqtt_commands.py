@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from billing.money import Money
-from devices.errors import MeterRejected
+from devices.errors import MeterRejected, MeterTimeout
 from devices.mqtt import QOS, Topics
 from devices.mqtt_driver import MqttDriver
 from devices.profiles import ACREL_DDSY1352
@@ -140,6 +140,8 @@ async def test_reads_and_price_and_clock_travel_as_request_and_reply_over_mqtt(s
         assert (await driver.read_price("1"), await driver.read_relay("1")) == (8500, True)
         with pytest.raises(MeterRejected):
             await driver.push_credit("1", 10_00, 5)  # a skipped purchase counter is refused by the meter
+        with pytest.raises(MeterTimeout):
+            await driver.read_relay("9")  # no such meter behind the gateway: worth retrying, not a refusal
     finally:
         await runtime.stop()
         await gateway.stop()

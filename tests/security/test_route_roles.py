@@ -63,7 +63,7 @@ def test_the_table_agrees_with_each_views_declared_permission(full_settings):
 def _fill(path: str, ids, user_id: int, task_id: int) -> str:  # type: ignore[no-untyped-def]
     values = {"site_id": ids.site, "room_id": ids.room, "account_id": ids.account, "meter_id": ids.meter,
               "tariff_id": ids.tariff, "order_id": ids.order, "user_id": user_id, "task_id": task_id,
-              "provider": "alipay", "order_no": "P000000000"}
+              "provider": "alipay", "order_no": "P000000000", "fee_id": 999_999, "bill_id": 999_999}
     assert set(PLACEHOLDER.findall(path)) <= set(values) | set(KNOWN), path
     if path == "/admin/static":
         return "/admin/static/admin.css"
