@@ -199,12 +199,14 @@ async def monthend(request: web.Request) -> web.StreamResponse:
     """Run month-end for one period now; the services make a re-run charge nothing twice."""
     staff = request[STAFF]
     async with db(request) as s:
-        site_id = (await site_of(s, request)).id
-    text = forms.text(await request.post(), "period", max_len=7)
+        site = await site_of(s, request)
+    site_id, text = site.id, forms.text(await request.post(), "period", max_len=7)
     try:
         period = parse_month(text)
     except (ValueError, PeriodError):
         raise ServiceError("period must be a month written YYYY-MM") from None
+    if period.start > _site_today(site.timezone):
+        raise ServiceError("a month that has not begun cannot be closed")
     result = await run_month_end(sessions(request), site_id, period, actor=staff.username)
     bills = result.bills
     raise web.HTTPFound(f"/admin/sites/{site_id}/bills?done=monthend&period={text}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -41,6 +42,10 @@ async def site_create(request: web.Request) -> web.StreamResponse:
     staff, form = request[STAFF], await request.post()
     company_id, code = forms.integer(form, "company_id"), forms.text(form, "code", max_len=40)
     name, tz = forms.text(form, "name", max_len=200), forms.text(form, "timezone", required=False) or "Asia/Shanghai"
+    try:
+        ZoneInfo(tz)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ServiceError(f"unknown time zone {tz!r}") from None
 
     async def run(s: AsyncSession) -> int:
         mine = set(await s.scalars(select(Site.company_id).where(Site.id.in_(staff.site_ids))))

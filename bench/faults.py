@@ -235,7 +235,7 @@ async def run(quick: bool, keep: bool) -> dict[str, Any]:
         suite.stop.set()
         await asyncio.gather(*load)
         t0 = time.monotonic()
-        await suite.settle(60 if quick else 180)
+        await suite.settle(120 if quick else 240)
         phases["settle_s"] = round(time.monotonic() - t0, 1)
         field_meters = await t.field("GET", "/meters")
         stats = await t.field("GET", "/stats")

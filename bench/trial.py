@@ -34,6 +34,7 @@ from meterpay.cluster_fleet import FleetSpec, TrialFleet, seed_fleet  # noqa: E4
 from payments.alipay import AlipayConfig, AlipayProvider  # noqa: E402
 from payments.sandbox import generate_keyset, start_alipay_sandbox  # noqa: E402
 from services.payments import create_payment  # noqa: E402
+from services.uow import in_transaction  # noqa: E402
 from store.db import create_all, make_engine, make_sessionmaker  # noqa: E402
 
 WECHAT_TOKEN = "trial-token"
@@ -72,7 +73,7 @@ class Trial:
         try:
             await self._start()
         except BaseException:
-            await self.__aexit__(None, None, None)
+            await self.__aexit__(*sys.exc_info())
             raise
         return self
 
@@ -110,7 +111,9 @@ class Trial:
         self.control = await asyncio.to_thread(self.cluster.start_sim, self.o.speed, self.o.mqtt_interval_s)
         await asyncio.to_thread(self.cluster.start)
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object = None, *exc: object) -> None:
+        if exc_type is not None:
+            self.o.keep = True  # a crashed run keeps its logs and database for a post-mortem
         cluster = getattr(self, "cluster", None)
         if cluster is not None:
             await asyncio.to_thread(cluster.stop)
@@ -142,7 +145,10 @@ class Trial:
     async def deliver(self, out_trade_no: str, attempts: int = 40, **options: Any) -> bool:
         """Notify until the platform answers success, backing off as Alipay does (compressed in time)."""
         for attempt in range(attempts):
-            sent = await (self.ali.pay(out_trade_no, **options) if attempt == 0 else self.ali.notify(out_trade_no))
+            try:
+                sent = await (self.ali.pay(out_trade_no, **options) if attempt == 0 else self.ali.notify(out_trade_no))
+            except asyncio.TimeoutError:
+                sent = []  # no answer in time: a failed delivery, tried again like any other
             if any(d.status == 200 and d.body.strip() == b"success" for d in sent):
                 return True
             await asyncio.sleep(min(0.5 * 2 ** attempt, 5.0))
@@ -172,7 +178,7 @@ class Trial:
                 async with self.http.post(f"{self.cluster.base_url}/wechat", params=params, data=body) as resp:
                     await resp.read()
                     status = resp.status
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 status = -1
         return status, (time.perf_counter() - t0) * 1000
 
@@ -188,3 +194,55 @@ async def _admin_sql(url: str, sql: str) -> None:
             await conn.execute(text(sql))
     finally:
         await engine.dispose()
+
+
+async def serve(options: TrialOptions) -> None:
+    """Start the trial and keep it up until Ctrl-C (scripts/scale.sh)."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Trial(options) as t:
+        from services.staff import add_user
+
+        password = secrets.token_urlsafe(9)
+        await in_transaction(t.sessions, lambda s: add_user(s, "admin", password, "owner", [t.fleet.site_id]))
+        procs = {name: p.pid for name, p in t.cluster.procs.items()}
+        print(f"meterpay scale-out trial {t.run}: {len(t.fleet.accounts)} meters, processes {procs}")
+        print(f"  web (SO_REUSEPORT x{options.webs}): {t.cluster.base_url}/healthz   admin: {t.cluster.base_url}/admin/"
+              f" (admin / {password})")
+        print(f"  database: {t.db_url}\n  redis: {t.cluster.env['REDIS_URL']}   mqtt: {t.cluster.env['MQTT_URL']}")
+        print(f"  simulated field: {t.control}/stats   Alipay sandbox: {t.ali.url}\n  logs: {t.root}")
+        print("Ctrl-C stops everything.", flush=True)
+        await stop.wait()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the scale-out shape locally until Ctrl-C.")
+    parser.add_argument("--webs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pollers", type=int, default=2)
+    parser.add_argument("--gateways", type=int, default=12, help="wired gateways (one RS485 downlink each)")
+    parser.add_argument("--meters-per-gateway", type=int, default=16)
+    parser.add_argument("--mqtt-gateways", type=int, default=2)
+    parser.add_argument("--poll-interval", type=float, default=60.0)
+    parser.add_argument("--speed", type=float, default=10.0, help="consumption speed-up of the simulated meters")
+    parser.add_argument("--shared-postgres", action="store_true", help="a database on TEST_DATABASE_URL's server")
+    args = parser.parse_args()
+    spec = FleetSpec(gateways=args.gateways, meters_per_gateway=args.meters_per_gateway,
+                     mqtt_gateways=args.mqtt_gateways, mqtt_meters=args.meters_per_gateway, site_code="TRIAL")
+    options = TrialOptions(fleet=spec, webs=args.webs, workers=args.workers, pollers=args.pollers, speed=args.speed,
+                           poll_interval_s=args.poll_interval, mqtt_interval_s=args.poll_interval,
+                           private_pg=not args.shared_postgres)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(serve(options))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,8 @@ The rules (payments/README.md has the adapter side):
   and the retry, after the commit, credits. The active query (services.payment_checks) also finds it.
 - One notice, one transaction: the order row is locked, the credit (ledger key
   `recharge:<out_trade_no>`), the meter-side push (outbox via the command queue), the receipt
-  (outbox topic `notify`) and the audit entry commit together. Repeats are no-ops that still ack.
+  (outbox topic `notify`, queued once by wallets.credit_order) and the audit entry commit together.
+  Repeats are no-ops that still ack.
 - A paid (credited) order is final: closed/failed/pending notices never downgrade it.
 - Amount / app id / merchant / currency mismatches become a PaymentConflict for staff and are
   acknowledged, never credited.
@@ -25,13 +26,13 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.money import Money
 from payments.provider import Notice, NoticeMismatch, PaymentProvider, PayRequest
-from services import alerting, audit, ledger, meter_credit, outbox, wallets
+from services import audit, ledger, meter_credit, outbox, wallets
 from services.errors import Conflict
 from store.models import Meter, Order, PaymentConflict, ProviderPayment
 from store.types import utcnow
@@ -128,13 +129,13 @@ async def _paid(session: AsyncSession, order: Order, notice: Notice) -> NoticeOu
         if order.state in ("created", "closed", "failed"):
             order.state = "conflict"
         return NoticeOutcome(True, "conflict")
-    seen = await session.scalar(select(ProviderPayment).where(
-        ProviderPayment.provider == notice.provider, ProviderPayment.trade_no == notice.trade_no))
-    if seen is not None:
+    known = list(await session.scalars(select(ProviderPayment).where(or_(  # this payment, or the order's first
+        and_(ProviderPayment.provider == notice.provider, ProviderPayment.trade_no == notice.trade_no),
+        and_(ProviderPayment.order_id == order.id, ProviderPayment.role == "primary")))))
+    if any((p.provider, p.trade_no) == (notice.provider, notice.trade_no) for p in known):
         return NoticeOutcome(True, "duplicate")
-    primary = await session.scalar(select(ProviderPayment).where(
-        ProviderPayment.order_id == order.id, ProviderPayment.role == "primary"))
-    if primary is not None or order.state not in OPEN_STATES:
+    primary = any(p.order_id == order.id and p.role == "primary" for p in known)
+    if primary or order.state not in OPEN_STATES:
         return await _extra(session, order, notice)
     session.add(ProviderPayment(order_id=order.id, provider=notice.provider, trade_no=notice.trade_no,
                                 amount_fen=notice.amount.fen, role="primary", status="credited"))
@@ -146,7 +147,11 @@ async def _paid(session: AsyncSession, order: Order, notice: Notice) -> NoticeOu
 
 
 async def _after_credit(session: AsyncSession, order: Order) -> None:
-    """The credit's follow-ups, in its transaction: meter-side push, receipt, audit."""
+    """The credit's follow-ups, in its transaction: meter-side push and audit.
+
+    The receipt was queued by wallets.credit_order (key `payment_received:recharge:<out_trade_no>`);
+    a second one here would reach the tenant twice.
+    """
     acc = await wallets.get_account(session, order.account_id)
     meter = await _meter_side_meter(session, order)
     if meter is not None:
@@ -156,9 +161,6 @@ async def _after_credit(session: AsyncSession, order: Order) -> None:
         if amount.is_positive:
             await meter_credit.queue_credit(session, meter.id, amount, f"credit:{order.out_trade_no}",
                                             actor=f"{order.provider}:notify")
-    balance = await wallets.account_balance(session, acc)
-    await alerting.payment_received(session, acc.id, f"{order.provider}:{order.out_trade_no}",
-                                    order.amount_fen, balance, utcnow())
     await audit.record(session, f"{order.provider}:notify", "payment.credited", "order", order.id,
                        after={"amount_fen": order.amount_fen, "trade_no": order.provider_trade_no},
                        site_id=order.site_id)

@@ -24,8 +24,10 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,6 +46,11 @@ from store.types import utcnow
 
 log = logging.getLogger(__name__)
 WIRED = tuple(sorted(BUS_PROTOCOLS))
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,8 @@ class PollerProcess:
     """The lease loop around one MeterRuntime (and the MQTT bridge while holding its token); run(stop)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], options: PollerOptions,
-                 bridge: MqttBridge | None = None) -> None:
-        self.sessions, self.options, self.bridge = sessions, options, bridge
+                 mqtt: Sequence[Startable] = ()) -> None:
+        self.sessions, self.options, self.mqtt = sessions, options, list(mqtt)
         self.runtime: MeterRuntime | None = None
         self.polling: frozenset[str] = frozenset()
         self.bridging = False
@@ -163,7 +170,7 @@ class PollerProcess:
         started = time.monotonic()
         try:
             held = await asyncio.wait_for(in_transaction(self.sessions, lambda s: heartbeat_and_claim(
-                s, self.options.owner, self.options.ttl_s, bridge=self.bridge is not None)), self.options.ttl_s / 2)
+                s, self.options.owner, self.options.ttl_s, bridge=bool(self.mqtt))), self.options.ttl_s / 2)
             async with self.sessions() as session:
                 codes = await gateway_codes(session, held.wired)
         except Exception as ex:  # noqa: BLE001 - the database may be restarting: fence, then retry quietly
@@ -189,12 +196,14 @@ class PollerProcess:
         await self._bridge(False)
 
     async def _bridge(self, hold: bool) -> None:
-        if self.bridge is None or hold == self.bridging:
+        """Start the MQTT side (readings bridge, command runtime) on taking the token; stop it on losing it."""
+        if not self.mqtt or hold == self.bridging:
             return
-        if hold:
-            self.bridge.start()
-        else:
-            await self.bridge.stop()
+        for part in self.mqtt:
+            if hold:
+                part.start()
+            else:
+                await part.stop()
         self.bridging = hold
         log.info("poller %s %s the MQTT bridge", self.options.owner, "runs" if hold else "stopped")
 
@@ -218,17 +227,21 @@ class PollerProcess:
         log.info("poller %s now polls %d gateway(s)", self.options.owner, len(codes))
 
 
-def mqtt_bridge(settings: Settings, options: PollerOptions,
-                sessions: async_sessionmaker[AsyncSession]) -> MqttBridge | None:
-    """The 4G gateways' bridge (started only while this poller holds the token); None without MQTT_URL.
+def mqtt_parts(settings: Settings, options: PollerOptions,
+               sessions: async_sessionmaker[AsyncSession]) -> list[Startable]:
+    """The 4G gateways' readings bridge and command runtime (run only while holding the token).
 
-    Every poller uses the same client id and a persistent session, so the broker keeps QoS 1
+    Every poller uses the same client ids and a persistent session, so the broker keeps QoS 1
     readings while no poller holds the token and hands them to whichever poller takes it next.
     """
     if not (settings.mqtt_url and options.mqtt):
-        return None
-    return MqttBridge(settings.mqtt_url, Topics(settings.mqtt_prefix), ReadingSink.for_sessions(sessions),
-                      identifier=f"meterpay-bridge-{settings.mqtt_prefix}")
+        return []
+    from services.meter_mqtt_commands import MqttCommandRuntime
+
+    topics = Topics(settings.mqtt_prefix)
+    return [MqttBridge(settings.mqtt_url, topics, ReadingSink.for_sessions(sessions),
+                       identifier=f"meterpay-bridge-{settings.mqtt_prefix}"),
+            MqttCommandRuntime(sessions, settings.mqtt_url, topics, identifier=f"meterpay-commands-{settings.mqtt_prefix}")]
 
 
 async def serve_poller(settings: Settings, stop: asyncio.Event | None = None,
@@ -245,7 +258,7 @@ async def serve_poller(settings: Settings, stop: asyncio.Event | None = None,
     log.info("poller %s starting (lease ttl %gs, poll every %gs)", options.owner, options.ttl_s,
              options.runtime.policy.interval_s)
     try:
-        await PollerProcess(sessions, options, mqtt_bridge(settings, options, sessions)).run(stop)
+        await PollerProcess(sessions, options, mqtt_parts(settings, options, sessions)).run(stop)
     finally:
         await engine.dispose()
 

@@ -146,6 +146,8 @@ async def test_month_end_by_hand_bills_and_deducts_once_then_bills_are_confirmed
                        collection="deduct")).status == 302
     run = f"/admin/sites/{world.a.site}/monthend"
     assert (await client.post(run, data={"_csrf": token, "period": "2026-13"}, allow_redirects=False)).status == 400
+    future = f"{date.today().year + 1}-01"
+    assert (await client.post(run, data={"_csrf": token, "period": future}, allow_redirects=False)).status == 400
     viewer_token = await sign_in(client, "viewer")
     assert (await client.post(run, data={"_csrf": viewer_token, "period": THIS_MONTH},
                               allow_redirects=False)).status == 403
@@ -210,3 +212,45 @@ async def test_bills_of_another_site_are_not_found(client, world, sessions):
         assert (await client.get(f"/admin/sites/{world.b.site}/{path}")).status == 404, path
     async with sessions() as s:
         assert (await s.get(Bill, bill_id)).status == "draft"  # type: ignore[union-attr]
+
+
+NEW_POSTS = ("admin.fee_create", "admin.fee_active", "admin.apportion_create", "admin.monthend", "admin.bill_confirm",
+             "admin.bill_reopen", "admin.bill_issue", "admin.bill_void", "admin.site_create", "admin.building_create",
+             "admin.floor_create", "admin.room_create", "admin.rooms_import", "admin.gateway_create",
+             "admin.meter_create", "admin.meters_import")
+
+
+async def test_a_viewer_is_refused_every_new_action_and_nothing_is_recorded(client, world, sessions):
+    from tests.admin.routes_walk import fill, full_form, routes
+
+    token = await sign_in(client, "viewer")
+    posts = {r.name: r for r in routes(client.server.app) if r.method == "POST"}
+    assert set(NEW_POSTS) <= set(posts)
+    before = await _count(sessions, AuditEntry)
+    for name in NEW_POSTS:
+        resp = await client.post(fill(posts[name], world.a, world.users["viewer"]), data=full_form(world.a, token),
+                                 allow_redirects=False)
+        assert resp.status == 403, (name, resp.status)
+    assert await _count(sessions, AuditEntry) == before
+
+
+async def test_every_new_page_renders_in_chinese_and_in_english_without_raw_keys(client, world, sessions):
+    import re
+
+    await _deliveries(sessions, world)
+    token = await sign_in(client, "owner")
+    assert (await _fee(client, token, world.a.site)).status == 302
+    await client.post(f"/admin/sites/{world.a.site}/monthend", data={"_csrf": token, "period": THIS_MONTH})
+    async with sessions() as s:
+        bill_id = await s.scalar(select(Bill.id))
+    pages = [f"/admin/sites/{world.a.site}/{p}" for p in ("deliveries", "fees", "apportion", "bills", "arrears",
+                                                          "places", "devices")] + ["/admin/sites", f"/admin/bills/{bill_id}"]
+    raw = re.compile(r">\s*(?:d|ch|bs|b|c|rc|sc|m|col_room|col_meter|bill)_[a-z_0-9]+\s*<")
+    for lang, word in (("zh-CN", "账单"), ("en", "Bills")):
+        await client.post("/admin/lang", data={"_csrf": token, "lang": lang, "back": "/admin/"})
+        for path in pages:
+            resp = await client.get(path)
+            text = await resp.text()
+            assert resp.status == 200, (path, text)
+            assert not raw.search(text), (lang, path, raw.search(text))
+        assert word in await (await client.get(f"/admin/sites/{world.a.site}/bills")).text()

@@ -46,6 +46,9 @@ async def test_an_owner_adds_a_site_of_his_company_and_sees_only_his_sites(clien
     resp = await client.post("/admin/sites", data=form, allow_redirects=False)
     assert resp.status == 302
     assert (await client.post("/admin/sites", data=form, allow_redirects=False)).status == 409
+    bad_tz = await client.post("/admin/sites", data=form | {"code": "TZ", "timezone": "Mars/Olympus"},
+                               allow_redirects=False)
+    assert bad_tz.status == 400
     other = await client.post("/admin/sites", data=form | {"code": "X", "company_id": str(company_b)},
                               allow_redirects=False)
     assert other.status == 404

@@ -112,7 +112,8 @@ async def test_staff_get_one_digest_a_day_at_eight_local(sessions, channels, box
         row = await s.scalar(select(Outbox).where(Outbox.key.like("digest:%")))
         site = await s.scalar(select(Site))
     assert row.payload["params"] == {"site": site.name, "date": "2026-03-03", "arrears_count": "1",
-                                     "arrears_total": "10.00", "lost_count": "1"}  # a never-seen gateway
+                                     "arrears_total": "10.00", "lost_count": "2"}
+    # lost: a never-seen gateway, and the meter silent since its noon reading the day before
     await flat.run_jobs(local(3, 8))
     assert ("email", "每日汇总") in boxes.take()
 
