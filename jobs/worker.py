@@ -81,7 +81,22 @@ def make_worker(settings: Settings, ctx: dict[str, Any] | None = None, **overrid
     return create_worker(WorkerSettings, **{**kwargs, **overrides})
 
 
-def run_worker(settings: Settings) -> None:
-    """`python app.py worker`: run until SIGINT/SIGTERM."""
+def run_worker(settings: Settings, retry_s: float = 2.0) -> None:
+    """`python app.py worker`: run until SIGINT/SIGTERM, and come back when Redis does.
+
+    arq's worker exits when its Redis connection is lost; outbox rows wait in the database
+    meanwhile, so starting a new worker once Redis answers again loses nothing.
+    """
+    import time
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     log.info("arq worker starting on queue %s", settings.get("ARQ_QUEUE_NAME") or DEFAULT_QUEUE)
-    make_worker(settings).run()
+    while True:
+        try:
+            make_worker(settings).run()
+            return
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as ex:
+            log.warning("lost Redis (%s); starting again in %.0f s", type(ex).__name__, retry_s)
+            time.sleep(retry_s)
