@@ -135,6 +135,17 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/admin/bills/{bill_id}/void"): staff(MANAGE, "account"),
     ("GET", "/admin/sites/{site_id}/arrears"): VIEW,
     ("GET", "/admin/sites/{site_id}/arrears.xlsx"): VIEW,
+    ("GET", "/admin/sites"): VIEW,
+    ("POST", "/admin/sites"): staff(OWNER, "users"),
+    ("GET", "/admin/sites/{site_id}/places"): VIEW,
+    ("POST", "/admin/sites/{site_id}/buildings"): staff(MANAGE, "account"),
+    ("POST", "/admin/sites/{site_id}/floors"): staff(MANAGE, "account"),
+    ("POST", "/admin/sites/{site_id}/places/rooms"): staff(MANAGE, "account"),
+    ("POST", "/admin/sites/{site_id}/places/rooms/import"): staff(MANAGE, "account"),
+    ("GET", "/admin/sites/{site_id}/devices"): VIEW,
+    ("POST", "/admin/sites/{site_id}/gateways"): staff(MANAGE, "account"),
+    ("POST", "/admin/sites/{site_id}/meters"): staff(MANAGE, "account"),
+    ("POST", "/admin/sites/{site_id}/meters/import"): staff(MANAGE, "account"),
 }
 
 

@@ -25,6 +25,16 @@ READY = {"web": "meterpay listening on", "worker": "Starting worker", "poller": 
          "sim": '"ready": true'}
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the launcher dies, even by kill -9 (no orphans left running)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,7 +70,7 @@ class Proc:
         log.flush()
         self._mark = self.log_path.stat().st_size
         self.popen = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
         self.starts += 1
         return self
@@ -227,6 +237,7 @@ class Cluster:
     pollers: int = 2
     port: int = field(default_factory=free_port)
     procs: dict[str, Proc] = field(default_factory=dict)
+    stopping: bool = False  # set by stop(): a supervisor must not start anything again
 
     def _proc(self, name: str, argv: list[str], extra: dict[str, str] | None = None) -> Proc:
         env = {**os.environ, **self.env, **(extra or {}), "PYTHONUNBUFFERED": "1"}
@@ -272,6 +283,7 @@ class Cluster:
 
     def stop(self) -> None:
         """SIGTERM everything (pollers release their leases), the field last."""
+        self.stopping = True
         for name, proc in self.procs.items():
             if name != "sim":
                 proc.stop()

@@ -9,7 +9,7 @@ def setup(app: web.Application) -> None:
     """The one place that lists what the web process serves."""
     from admin import setup_admin
     from api import TENANT_PORT, setup_tenant_routes
-    from bot.seen import InMemorySeenStore
+    from bot.seen_redis import seen_store_for
     from bot.wechat import WeChatEndpoint, WeChatSettings, setup_wechat_routes
     from meterpay.web import SETTINGS
     from meterpay.wiring import LazyPaymentStarter, SmsCodeSender, WechatCustomSender, http_ctx
@@ -22,7 +22,7 @@ def setup(app: web.Application) -> None:
     wechat = WeChatSettings(token=settings.get("WECHAT_TOKEN") or "", appid=settings.get("WECHAT_APPID") or "",
                             aes_key=settings.get("WECHAT_AES_KEY"))
     setup_wechat_routes(app, WeChatEndpoint(app[TENANT_PORT], wechat, WechatCustomSender(app, settings),
-                                            InMemorySeenStore()))
+                                            seen_store_for(app, settings)))
     from admin.reports_views import setup_reports_routes
 
     setup_admin(app, extra=(setup_reports_routes,))

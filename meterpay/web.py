@@ -72,7 +72,8 @@ def init_app(settings: Settings) -> web.Application:
     from meterpay import routes
     from meterpay.embedded import mqtt_ctx
 
-    app.cleanup_ctx.append(mqtt_ctx)
+    if settings.get("MQTT_BRIDGE", "web") == "web":  # scale-out: one poller runs the bridge instead
+        app.cleanup_ctx.append(mqtt_ctx)
 
     routes.setup(app)
     return app

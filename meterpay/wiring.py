@@ -15,6 +15,7 @@ from billing.money import Money
 from meterpay.settings import Settings
 from notifications.channel import Message
 from notifications.templates import render
+from services.tenant import CODE_TTL
 
 log = logging.getLogger(__name__)
 HTTP = web.AppKey("wiring_http", aiohttp.ClientSession)
@@ -39,7 +40,7 @@ class SmsCodeSender:
 
         channel = build_channels(self.settings, self.app[HTTP]).get("sms")
         msg = Message(key=f"verify:{phone}:{code}", kind="verify_code", locale="zh-CN", to=phone,
-                      params={"code": code})
+                      params={"code": code, "minutes": str(int(CODE_TTL.total_seconds() // 60))})
         if channel is None:
             dev = self.settings.get("METERPAY_ENV", "dev") != "production"
             log.warning("no SMS channel configured; verification code for %s not sent%s", phone[-4:],

@@ -65,7 +65,7 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
     now = now or utcnow()
     naive = [r for r in readings if r.taken_at.tzinfo is None]
     readings = [r for r in readings if r.taken_at.tzinfo is not None]
-    meters = await _load(session, Meter, {r.meter_id for r in readings})
+    meters = await _lock_meters(session, {r.meter_id for r in readings})
     accounts = await _load(session, Account, {m.account_id for m in meters.values() if m.account_id})
     sites = await _load(session, Site, {m.site_id for m in meters.values()})
     versions = await _versions(session, {m.tariff_id for m in meters.values() if m.tariff_id})
@@ -89,6 +89,15 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
     await _cutoffs(session, batch, accounts, moved, now)
     await alerting.after_balance_changes(session, moved, now)
     return results
+
+
+async def _lock_meters(session: AsyncSession, ids: set[int]) -> dict[int, Meter]:
+    """The batch's meters, row-locked in id order: two processes ingesting one meter take turns
+    (each bills from the baseline the other left), and lock order rules out deadlocks."""
+    if not ids:
+        return {}
+    stmt = select(Meter).where(Meter.id.in_(ids)).order_by(Meter.id).with_for_update()
+    return {m.id: m for m in await session.scalars(stmt)}
 
 
 async def _load(session: AsyncSession, model: Any, ids: set[int]) -> dict[int, Any]:
@@ -248,7 +257,7 @@ async def _ledger_ids(session: AsyncSession, amounts: dict[tuple[int, str], tupl
 async def _new_balances(session: AsyncSession, ids: dict[tuple[int, str], int],
                         amounts: dict[tuple[int, str], tuple[int, int | None]]) -> dict[tuple[int, str], int]:
     rows = await session.execute(select(LedgerAccount.id, LedgerAccount.balance_fen).where(
-        LedgerAccount.id.in_(ids.values())).with_for_update())
+        LedgerAccount.id.in_(ids.values())).order_by(LedgerAccount.id).with_for_update())
     current = dict(rows.all())
     return {key: current[ids[key]] + fen for key, (fen, _) in amounts.items()}
 

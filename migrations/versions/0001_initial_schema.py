@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 13:58:48.929570
+Create Date: 2026-11-26 15:00:13.974748
 """
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from sqlalchemy import select
 
 from billing.money import Money
@@ -24,12 +23,6 @@ from tests.factories import FLAT_1, add_meter, add_tariff, make_site
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 M = timedelta(minutes=1)
-
-
-@pytest.fixture(autouse=True)
-def _known_postgres_race(request: pytest.FixtureRequest, db_url: str) -> None:
-    if db_url.startswith("postgresql"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="services.ingest reads the baseline unlocked"))
 
 
 async def _meter(sessions) -> int:  # type: ignore[no-untyped-def]

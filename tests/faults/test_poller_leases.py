@@ -7,7 +7,8 @@ import asyncio
 from sqlalchemy import select
 
 from meterpay.cluster_fleet import FleetSpec, seed_fleet
-from services.poller_process import PollerOptions, PollerProcess, fair_share
+from services.poller_process import PollerOptions, PollerProcess, fair_share, heartbeat_and_claim
+from services.uow import in_transaction
 from store.models import Gateway, PollerSeen
 
 SPEC = FleetSpec(gateways=5, meters_per_gateway=1, mqtt_gateways=2, mqtt_meters=1, site_code="LEASE")
@@ -80,9 +81,6 @@ async def test_a_stopped_poller_releases_its_leases_and_its_heartbeat(sessions):
 
 async def test_only_one_poller_holds_the_mqtt_token(sessions):
     await seed_fleet(sessions, SPEC)
-    from services.poller_process import heartbeat_and_claim
-    from services.uow import in_transaction
-
     held = [await in_transaction(sessions, lambda s, n=n: heartbeat_and_claim(s, f"p{n}@test", 5.0)) for n in range(3)]
     assert [h.bridge for h in held] == [True, False, False]
     again = await in_transaction(sessions, lambda s: heartbeat_and_claim(s, "p0@test", 5.0))
