@@ -16,6 +16,7 @@ from services.uow import in_transaction
 from services.wallets import recharge
 from store.db import create_all, make_engine, make_sessionmaker
 from tests.admin.conftest import PASSWORD, World, _site, make_app, make_settings
+from tests.conftest import need_service
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -28,7 +29,7 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 async def server(tmp_path, unused_tcp_port) -> AsyncIterator[tuple[str, World, str]]:
     """The real app on a real port, over a fresh SQLite file with two sites and one user per role."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
+        need_service("Chromium", "Debian chromium is not installed at /usr/bin/chromium")
     from services.staff import add_user
 
     url = f"sqlite+aiosqlite:///{tmp_path}/browser.db"

@@ -21,6 +21,7 @@ from services.uow import in_transaction
 from store.db import create_all, make_engine, make_sessionmaker
 from tests.admin.conftest import PASSWORD, World, _site
 from tests.reports.test_pages import make_app
+from tests.conftest import need_service
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -36,7 +37,7 @@ def _fast_hash(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def server(tmp_path, unused_tcp_port) -> AsyncIterator[tuple[str, World, object]]:
     if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
+        need_service("Chromium", "Debian chromium is not installed at /usr/bin/chromium")
     url = f"sqlite+aiosqlite:///{tmp_path}/browser.db"
     engine = make_engine(url)
     await create_all(engine)

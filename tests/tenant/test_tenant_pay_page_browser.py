@@ -9,6 +9,7 @@ import pytest
 from services.tenant import pay_signature
 from tests.tenant.live import live_tenant_server
 from tests.tenant.seed import SECRET
+from tests.conftest import need_service
 
 pytestmark = pytest.mark.browser
 
@@ -26,7 +27,7 @@ BRIDGE = """window.WeixinJSBridge = { invoke(name, params, cb) {
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed at /usr/bin/chromium")
+        need_service("Chromium", "Debian chromium is not installed at /usr/bin/chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
