@@ -12,30 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from meterpay.web import SESSIONS
+from store.db import make_read_engine
 
 READS = web.AppKey("admin_reads", async_sessionmaker[AsyncSession])
-
-
-def _sqlite_reader(url: str):  # type: ignore[no-untyped-def]
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=4, max_overflow=4)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA query_only=ON")
-        cur.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN")
-
-    return engine
 
 
 def reads_ctx(url: str) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -45,7 +27,7 @@ def reads_ctx(url: str) -> Callable[[web.Application], AsyncIterator[None]]:
         if not url.startswith("sqlite"):
             yield
             return
-        engine = _sqlite_reader(url)
+        engine = make_read_engine(url)
         app[READS] = async_sessionmaker(engine, expire_on_commit=False)
         yield
         await engine.dispose()

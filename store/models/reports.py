@@ -12,42 +12,36 @@ from store.models.base import Base
 from store.types import BigId, UTCDateTime, utcnow
 
 
-class UsageDaily(Base):
+class _UsageFigures:
+    """The columns a daily and a monthly roll-up row share."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"))
+    site_id: Mapped[int] = mapped_column(BigInteger)
+    utility: Mapped[str] = mapped_column(String(20))
+    quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    sharp: Mapped[int] = mapped_column(BigInteger, default=0)
+    peak: Mapped[int] = mapped_column(BigInteger, default=0)
+    flat: Mapped[int] = mapped_column(BigInteger, default=0)
+    valley: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    readings: Mapped[int] = mapped_column(default=0)
+
+
+class UsageDaily(_UsageFigures, Base):
     """What one meter used on one site-local day: quantity, TOU split, cost, readings folded in."""
 
     __tablename__ = "usage_daily"
     __table_args__ = (UniqueConstraint("meter_id", "day"), Index("ix_usage_daily_site_day", "site_id", "day"))
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"))
-    site_id: Mapped[int] = mapped_column(BigInteger)
-    utility: Mapped[str] = mapped_column(String(20))
     day: Mapped[date] = mapped_column(Date)
-    quantity: Mapped[int] = mapped_column(BigInteger, default=0)
-    sharp: Mapped[int] = mapped_column(BigInteger, default=0)
-    peak: Mapped[int] = mapped_column(BigInteger, default=0)
-    flat: Mapped[int] = mapped_column(BigInteger, default=0)
-    valley: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_fen: Mapped[int] = mapped_column(BigInteger, default=0)
-    readings: Mapped[int] = mapped_column(default=0)
 
 
-class UsageMonthly(Base):
+class UsageMonthly(_UsageFigures, Base):
     """The same per site-local month (`month` is its first day); always the sum of its days."""
 
     __tablename__ = "usage_monthly"
     __table_args__ = (UniqueConstraint("meter_id", "month"), Index("ix_usage_monthly_site_month", "site_id", "month"))
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"))
-    site_id: Mapped[int] = mapped_column(BigInteger)
-    utility: Mapped[str] = mapped_column(String(20))
     month: Mapped[date] = mapped_column(Date)
-    quantity: Mapped[int] = mapped_column(BigInteger, default=0)
-    sharp: Mapped[int] = mapped_column(BigInteger, default=0)
-    peak: Mapped[int] = mapped_column(BigInteger, default=0)
-    flat: Mapped[int] = mapped_column(BigInteger, default=0)
-    valley: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_fen: Mapped[int] = mapped_column(BigInteger, default=0)
-    readings: Mapped[int] = mapped_column(default=0)
 
 
 class RollupMark(Base):
