@@ -38,7 +38,7 @@ from bench.faults_check import check  # noqa: E402
 from bench.trial import Trial, TrialOptions  # noqa: E402
 from billing.money import Money  # noqa: E402
 from meterpay.cluster_fleet import FleetSpec  # noqa: E402
-from store.models import Gateway, LedgerAccount, Meter, MeterCommand, Order  # noqa: E402
+from store.models import Gateway, LedgerAccount, Meter, MeterCommand, Order, Reading  # noqa: E402
 from store.types import utcnow  # noqa: E402
 
 log = logging.getLogger("faults")
@@ -210,11 +210,21 @@ class Suite:
         self.figures["meters_unread_after_freeze"] = int(stale or 0)
 
 
-async def opening_balances(t: Trial) -> dict[int, int]:
+async def opening_balances(t: Trial) -> tuple[dict[int, int], int]:
+    """Each account's wallet before any usage: its balance now plus what it has been billed so far.
+
+    The pollers are already billing when this runs, so a balance alone would count the readings
+    billed before the snapshot twice (once in it, once in the checker's usage sum). One statement,
+    so the balance and the usage sum come from the same snapshot.
+    """
+    billed = (select(func.coalesce(func.sum(Reading.amount_fen), 0))
+              .where(Reading.account_id == LedgerAccount.account_id, Reading.txn_id.is_not(None))
+              .correlate(LedgerAccount).scalar_subquery())
     async with t.sessions() as s:
-        return {int(a): int(b) for a, b in (await s.execute(select(LedgerAccount.account_id, func.sum(
-            LedgerAccount.balance_fen)).where(LedgerAccount.code.like("wallet:%"))
-            .group_by(LedgerAccount.account_id))).all()}
+        rows = (await s.execute(select(LedgerAccount.account_id, func.sum(LedgerAccount.balance_fen), billed)
+                                .where(LedgerAccount.code.like("wallet:%"))
+                                .group_by(LedgerAccount.account_id))).all()
+    return {int(a): int(b) + int(u) for a, b, u in rows}, sum(int(u) for _, _, u in rows)
 
 
 async def run(quick: bool, keep: bool) -> dict[str, Any]:
@@ -222,7 +232,7 @@ async def run(quick: bool, keep: bool) -> dict[str, Any]:
                                                                                mqtt_gateways=4, mqtt_meters=8)
     started = time.monotonic()
     async with Trial(TrialOptions(fleet=spec, keep=keep, poll_interval_s=2.0 if quick else 5.0)) as t:
-        opening = await opening_balances(t)
+        opening, billed_before = await opening_balances(t)
         suite = Suite(t, quick)
         load = [asyncio.create_task(suite.payments(4.0)), asyncio.create_task(suite.bot(2.0)),
                 asyncio.create_task(suite.supervise())]
@@ -247,6 +257,7 @@ async def run(quick: bool, keep: bool) -> dict[str, Any]:
         info = {**phases, "meters": len(t.fleet.accounts), "seconds": round(time.monotonic() - started, 1),
                 "bot_replies_ok": suite.bot_status.get(200, 0), "bot_replies_failed": sum(
                     v for k, v in suite.bot_status.items() if k != 200), "supervisor_restarts": suite.supervised,
+                "billed_before_opening_fen": billed_before,
                 "unacked_notifies": len(t.unacked), "sim_exchanges": stats["exchanges"],
                 "private_postgres": t.servers.postgres is not None, "skipped": skipped, "run_dir": str(t.root)}
         if any(v for k, v in result.items() if k.startswith(("lost_", "double_"))):

@@ -9,7 +9,7 @@ Each check returns counts; a `lost_*` or `double_*` count above zero is a failur
 - readings: per meter the billed intervals chain without overlap or gap, their quantities sum to
   the baseline's advance, each usage transaction's revenue equals its readings' amounts, and the
   meter's register (consumption frozen) equals the billed baseline;
-- wallets: each platform account's balance = opening + payments - its readings' amounts;
+- wallets: each platform account's balance = opening (before any usage) + payments - its readings' amounts;
 - relays: no meter is off while its account is in credit (after the command retry window).
 """
 
