@@ -77,7 +77,7 @@ async def seed(sessions: async_sessionmaker[AsyncSession], meters: int) -> list[
                                         for i, a in enumerate(acc_ids)])
         meter_ids = list((await s.execute(text("SELECT id FROM meters ORDER BY id"))).scalars())
         txn = LedgerTransaction(site_id=site.id, key="bench-opening", kind="recharge", created_at=T0)
-        cash = LedgerAccount(site_id=site.id, code=cash_code("cash"), balance_fen=-OPENING_FEN * meters)
+        cash = LedgerAccount(site_id=site.id, code=cash_code("cash"), balance_fen=0)  # site-level: no cache
         s.add_all([txn, cash])
         await s.flush()
         await s.execute(insert(LedgerAccount), [dict(site_id=site.id, code=wallet_code(a), account_id=a,

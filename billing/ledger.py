@@ -6,6 +6,12 @@ per-meter balance), per site `cash:<provider>` (money received, negative = money
 outside), `revenue:electricity`, `revenue:water`, `revenue:fee:<item>`, `receivable:<account>`.
 Signs: positive on a wallet = the tenant has credit. Transactions are immutable; a mistake is
 fixed by a reversing transaction. Every transaction has a unique key, which is its idempotency key.
+
+Only tenant-owned accounts (wallets, receivables) keep a cached balance next to their postings: they
+are read on every reading, payment and bot question. Site-level accounts (cash, revenue) are touched
+by every payment and every ingest batch of a site; caching their balance would make each of those
+transactions wait for the one before it on the same row. Their balance is the sum of their postings,
+computed when a report asks.
 """
 
 from __future__ import annotations
@@ -65,6 +71,14 @@ def balances(transactions: Iterable[Transaction]) -> dict[str, Money]:
         for p in t.postings:
             out[p.account] = out.get(p.account, 0) + p.amount.fen
     return {k: Money(v) for k, v in out.items()}
+
+
+CACHED_PREFIXES = ("wallet:", "receivable:")
+
+
+def caches_balance(code: str) -> bool:
+    """Whether the ledger account `code` keeps a cached balance (tenant-owned) or not (site-level)."""
+    return code.startswith(CACHED_PREFIXES)
 
 
 def wallet_code(account_id: int, meter_id: int | None = None) -> str:

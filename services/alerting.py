@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from billing import alerts
 from billing.alerts import AlertConfig, AlertEvent, AlertKind, AlertLevel, AlertState, LevelState
@@ -154,32 +155,59 @@ def _balance_rows(acc: Account, site: Site, config: AlertConfig, state: AlertSta
     return rows
 
 
+class _AlertAccount:
+    """The columns of an account that balance alerts read, as a plain row (a batch has hundreds)."""
+
+    __slots__ = ("id", "site_id", "tenant_id", "code", "state", "payment_mode", "alert_state", "alert_settings")
+
+    def __init__(self, row: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(row, name))
+
+
 async def after_balance_changes(session: AsyncSession, moves: Mapping[int, tuple[int, int]],
                                 now: datetime) -> int:
     """Evaluate the low-balance levels for accounts whose balance moved (old_fen, new_fen).
 
-    Cheap on the ingest path: two SELECTs per batch (accounts, sites), nothing written unless a
-    level trips or re-arms, and the outbox rows of the batch go in one statement.
+    Cheap on the ingest path: two SELECTs per batch (account columns as plain rows, sites), nothing
+    written unless a level trips or re-arms, and the outbox rows of the batch go in one statement.
     """
     moved = {a: new for a, (old, new) in moves.items() if old != new}
     if not moved:
         return 0
-    accounts = list(await session.scalars(select(Account).where(Account.id.in_(moved))))
+    table = Account.__table__
+    accounts = [_AlertAccount(r) for r in await session.execute(
+        select(*(table.c[n] for n in _AlertAccount.__slots__)).where(table.c.id.in_(moved)))]
     sites = {s.id: s for s in await session.scalars(
         select(Site).where(Site.id.in_({a.site_id for a in accounts})))}
     rows: list[tuple[str, dict[str, Any], datetime]] = []
+    changed: dict[int, dict[str, Any]] = {}
     for acc in accounts:
         if acc.state != "open" or acc.payment_mode != "prepaid":
             continue
         site = sites[acc.site_id]
-        config = site_config(site, acc)
+        config = site_config(site, acc)  # type: ignore[arg-type]
         state = load_state(acc.id, acc.alert_state)
         new_state, events = alerts.evaluate(state, Money(moved[acc.id]), config, now)
         if new_state is not state:
-            acc.alert_state = dump_state(new_state)
-            rows += _balance_rows(acc, site, config, new_state, events)
+            changed[acc.id] = dump_state(new_state)
+            rows += _balance_rows(acc, site, config, new_state, events)  # type: ignore[arg-type]
+    await _save_alert_states(session, changed)
     await outbox.write_many(session, TOPIC, rows)
     return len(rows)
+
+
+async def _save_alert_states(session: AsyncSession, states: dict[int, dict[str, Any]]) -> None:
+    """Write the accounts' new alert states; ORM copies already in the session follow, unmarked."""
+    if not states:
+        return
+    table = Account.__table__
+    await (await session.connection()).execute(
+        update(table).where(table.c.id == bindparam("aid")).values(alert_state=bindparam("new_state")),
+        [{"aid": a, "new_state": st} for a, st in states.items()])
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Account) and obj.id in states:
+            set_committed_value(obj, "alert_state", states[obj.id])
 
 
 async def after_balance_change(session: AsyncSession, account_id: int, old_fen: int, new_fen: int,

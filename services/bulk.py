@@ -20,10 +20,11 @@ from typing import TypeVar
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import any_, bindparam, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.ledger import Transaction
+from billing.ledger import Transaction, caches_balance
 from store.models import LedgerAccount, LedgerTransaction, Posting
 from store.types import utcnow
 
@@ -35,6 +36,34 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     """Slices small enough for one IN list or one multi-row INSERT."""
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+async def core_rows(session: AsyncSession, stmt: Any) -> Any:
+    """Run a column SELECT on the session's connection, skipping the ORM's per-row loading machinery
+    (half the client time of reading 100,000 rows); pending ORM changes are flushed first."""
+    await session.flush()
+    return await (await session.connection()).execute(stmt)
+
+
+async def is_pg(session: AsyncSession) -> bool:
+    return (await session.connection()).dialect.name == "postgresql"
+
+
+def among(column: Any, values: Sequence[Any], pg: bool) -> Any:
+    """`column IN values`. On PostgreSQL one array parameter (`= ANY($1)`): 100,000 values cost one
+    bind, not 100,000 rendered placeholders, so callers need not chunk."""
+    if pg:
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+def parts(items: Sequence[T], pg: bool) -> Iterator[Sequence[T]]:
+    """All at once for `among` on PostgreSQL, else IN-list sized chunks."""
+    if pg:
+        if items:
+            yield items
+        return
+    yield from chunks(items)
 
 
 async def _pg(session: AsyncSession) -> Any | None:
@@ -66,8 +95,9 @@ async def write_rows(session: AsyncSession, model: Any, rows: Sequence[dict[str,
         return ids
     ids = []
     if with_ids:
-        ids = [r[0] for r in await driver.fetch(
-            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) FROM generate_series(1, $1)", len(rows))]
+        seq = await driver.fetchval("SELECT pg_get_serial_sequence($1, 'id')", table.name)  # once, not per row
+        ids = [r[0] for r in await driver.fetch("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
+                                               seq, len(rows))]
         rows = [dict(r, id=i) for r, i in zip(rows, ids)]
     columns = list(rows[0])
     pick = itemgetter(*columns)
@@ -79,8 +109,10 @@ async def write_rows(session: AsyncSession, model: Any, rows: Sequence[dict[str,
 async def existing_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
     """Which of `keys` the ledger has already recorded."""
     found: set[str] = set()
-    for part in chunks(keys):
-        found.update(await session.scalars(select(LedgerTransaction.key).where(LedgerTransaction.key.in_(part))))
+    pg = await is_pg(session)
+    for part in parts(keys, pg):
+        found.update(k for (k,) in await core_rows(session, select(LedgerTransaction.key).where(
+            among(LedgerTransaction.key, part, pg))))
     return found
 
 
@@ -88,15 +120,14 @@ async def ledger_ids(session: AsyncSession, site_id: int, codes: Sequence[str],
                      owners: Mapping[str, int]) -> dict[str, int]:
     """Ids of the site's ledger accounts `codes`, creating the missing ones (owner from `owners`)."""
     ids: dict[str, int] = {}
-    for part in chunks(codes):
-        rows = await session.execute(select(LedgerAccount.code, LedgerAccount.id).where(
-            LedgerAccount.site_id == site_id, LedgerAccount.code.in_(part)))
+    pg = await is_pg(session)
+    for part in parts(codes, pg):
+        rows = await core_rows(session, select(LedgerAccount.code, LedgerAccount.id).where(
+            LedgerAccount.site_id == site_id, among(LedgerAccount.code, part, pg)))
         ids.update({c: i for c, i in rows})
     missing = [c for c in codes if c not in ids]
-    for part in chunks(missing):
-        rows = await session.execute(insert(LedgerAccount).returning(LedgerAccount.code, LedgerAccount.id), [
-            dict(site_id=site_id, code=c, account_id=owners.get(c), meter_id=None, balance_fen=0) for c in part])
-        ids.update({c: i for c, i in rows})
+    new = [dict(site_id=site_id, code=c, account_id=owners.get(c), meter_id=None, balance_fen=0) for c in missing]
+    ids.update(zip(missing, await write_rows(session, LedgerAccount, new, with_ids=True)))
     return ids
 
 
@@ -140,8 +171,10 @@ async def post_many(session: AsyncSession, site_id: int, txns: Sequence[Transact
     postings = [dict(txn_id=txn_id, ledger_account_id=ids[p.account], amount_fen=p.amount.fen)
                 for t, txn_id in zip(fresh, txn_ids) for p in t.postings]
     deltas: dict[int, int] = defaultdict(int)
+    cached = {ids[c] for c in codes if caches_balance(c)}  # site-level accounts keep no cache
     for row in postings:
-        deltas[row["ledger_account_id"]] += row["amount_fen"]
+        if row["ledger_account_id"] in cached:
+            deltas[row["ledger_account_id"]] += row["amount_fen"]
     await write_rows(session, Posting, postings)
     await add_to_balances(session, deltas)
     return [t.key for t in fresh]

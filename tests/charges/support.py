@@ -85,8 +85,7 @@ async def balance(sessions: Any, site_id: int, code: str) -> int:
 
 async def balances(sessions: Any, site_id: int) -> dict[str, int]:
     async with sessions() as s:
-        return dict((await s.execute(select(LedgerAccount.code, LedgerAccount.balance_fen).where(
-            LedgerAccount.site_id == site_id))).all())
+        return await ledger.balances(s, site_id)
 
 
 async def books_ok(sessions: Any) -> None:

@@ -157,7 +157,7 @@ async def test_closing_an_account_refunds_credit_after_the_final_reading(session
     assert await _bal(sessions, acc) == Money(0)
     async with sessions() as s:
         assert (await ledger.verify(s)).ok
-        cash = await s.scalar(select(LedgerAccount.balance_fen).where(LedgerAccount.code == "cash:cash"))
+        cash = (await ledger.balances(s))["cash:cash"]
         assert cash == -1000 + 800  # 10.00 in, 8.00 refunded
 
 

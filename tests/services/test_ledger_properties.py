@@ -77,7 +77,7 @@ async def _books(sessions) -> dict[str, int]:
     async with sessions() as s:
         check = await ledger.verify(s)
         assert check.ok, check
-        rows = dict((await s.execute(select(LedgerAccount.code, LedgerAccount.balance_fen))).all())
+        rows = await ledger.balances(s)
         billed = await s.scalar(select(func.coalesce(func.sum(Reading.amount_fen), 0)).where(Reading.txn_id.is_not(None)))
     cash = sum(v for k, v in rows.items() if k.startswith("cash:"))
     wallets = sum(v for k, v in rows.items() if k.startswith("wallet:"))
