@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from wechatpy.crypto import WeChatCrypto
 
 from bot.conversation import answer
+from bot.aes import MessageCipher
 from bot.envelope import SUCCESS, Delivery, Forged, Malformed, check_query, open_delivery, seal
 from bot.intents import Intent, Kind, from_event, recognise
 from bot.port import TenantPort
@@ -67,8 +67,8 @@ class WeChatEndpoint:
         self.send_custom = send_custom
         self.seen = seen
         self.clock = clock
-        self.crypto = (
-            WeChatCrypto(settings.token, settings.aes_key, settings.appid)
+        self.crypto = (  # built once: the key is decoded and the AES cipher set up here, not per message
+            MessageCipher(settings.token, settings.aes_key, settings.appid)
             if settings.aes_key
             else None
         )
