@@ -700,7 +700,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('meter_id', 'epoch', 'taken_at', name=op.f('uq_readings_meter_id_epoch_taken_at'))
     )
     with op.batch_alter_table('readings', schema=None) as batch_op:
-        batch_op.create_index('ix_readings_account_taken', ['account_id', 'taken_at'], unique=False)
+        batch_op.create_index('ix_readings_account_taken', ['account_id', 'taken_at'], unique=False,
+                              postgresql_include=['meter_id', 'amount_fen'])
 
     op.create_table('usage_daily',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
