@@ -68,8 +68,7 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
     now = now or utcnow()
     naive = [r for r in readings if r.taken_at.tzinfo is None]
     readings = [r for r in readings if r.taken_at.tzinfo is not None]
-    meters = await _lock_meters(session, {r.meter_id for r in readings})
-    accounts = await _accounts(session, {m.account_id for m in meters.values() if m.account_id})
+    meters, accounts = await _lock(session, {r.meter_id for r in readings})
     sites = await _load(session, Site, {m.site_id for m in meters.values()})
     versions = await _versions(session, {m.tariff_id for m in meters.values() if m.tariff_id})
     seen = await _existing(session, readings, meters)
@@ -127,13 +126,28 @@ class _AccountRow:
             setattr(self, name, getattr(row, name))
 
 
+async def _lock(session: AsyncSession, meter_ids: set[int]) -> tuple[dict[int, _MeterState], dict[int, _AccountRow]]:
+    """Lock the batch's accounts, then its meters, each in id order — the order every writer takes
+    (a payment locks its account before its wallet and meter), so ingest and payments queue behind
+    each other instead of deadlocking. Two processes ingesting one meter take turns: each bills
+    from the baseline the other left. NO KEY UPDATE: rows that merely point at a meter or an account
+    (readings, commands) can still be inserted meanwhile."""
+    if not meter_ids:
+        return {}, {}
+    owners = set(await session.scalars(select(Meter.account_id).where(
+        Meter.id.in_(meter_ids), Meter.account_id.is_not(None))))
+    accounts = await _accounts(session, owners)
+    meters = await _lock_meters(session, meter_ids)
+    late = {m.account_id for m in meters.values() if m.account_id and m.account_id not in accounts}
+    if late:  # an account opened on one of these meters since the first look: rare, lock it too
+        accounts.update(await _accounts(session, late))
+    return meters, accounts
+
+
 async def _lock_meters(session: AsyncSession, ids: set[int]) -> dict[int, _MeterState]:
-    """The batch's meters, row-locked in id order: two processes ingesting one meter take turns
-    (each bills from the baseline the other left), and lock order rules out deadlocks."""
-    if not ids:
-        return {}
     table = Meter.__table__
-    stmt = select(*(table.c[n] for n in _METER_READ)).where(table.c.id.in_(ids)).order_by(table.c.id).with_for_update()
+    stmt = select(*(table.c[n] for n in _METER_READ)).where(table.c.id.in_(ids)).order_by(table.c.id) \
+        .with_for_update(key_share=True)
     return {row.id: _MeterState(row) for row in await session.execute(stmt)}
 
 
@@ -179,7 +193,8 @@ async def _accounts(session: AsyncSession, ids: set[int]) -> dict[int, _AccountR
     if not ids:
         return {}
     table = Account.__table__
-    rows = await session.execute(select(*(table.c[n] for n in _ACCOUNT_READ)).where(table.c.id.in_(ids)))
+    rows = await session.execute(select(*(table.c[n] for n in _ACCOUNT_READ)).where(table.c.id.in_(ids))
+                                 .order_by(table.c.id).with_for_update(key_share=True))
     return {row.id: _AccountRow(row) for row in rows}
 
 

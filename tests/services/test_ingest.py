@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
@@ -13,7 +14,7 @@ from services.ingest import ReadingIn, ingest
 from services.meters import replace_meter
 from services.uow import in_transaction
 from services.wallets import balance, recharge
-from store.models import LedgerAccount, Meter, MeterCommand, Reading, TariffVersion
+from store.models import LedgerAccount, Meter, MeterCommand, Outbox, Reading, TariffVersion
 from tests.factories import FLAT_1, add_meter, add_tariff, make_site
 
 T0 = datetime(2026, 3, 1, 0, 0, tzinfo=timezone.utc)
@@ -174,3 +175,35 @@ async def test_a_package_account_pays_only_beyond_its_allowance(sessions):
     await _feed(sessions, [ReadingIn(m, T0 + H, 1_004_000)])   # 4 kWh: inside the package
     await _feed(sessions, [ReadingIn(m, T0 + 2 * H, 1_008_000)])  # 4 more: 1 free, 3 paid
     assert await _bal(sessions, acc) == Money(100_00 - 300)
+
+
+async def test_ingest_and_recharges_racing_on_the_same_accounts_take_turns_without_deadlock(sessions):
+    """Ingest locks accounts, then meters, then wallets — the order a payment takes — so the two
+    queue behind each other; run with no retry, any deadlock would surface as an error here."""
+    async def build(s):
+        kit = await make_site(s)
+        kit.site.settings = {**(kit.site.settings or {}), "alerts": {"levels": [
+            {"name": f"L{k + 1}", "threshold_fen": 29_00 - 100 * k} for k in range(3)]}}
+        t = await add_tariff(s, kit, "t", FLAT_1)
+        out = []
+        for i in range(4):
+            m = await add_meter(s, kit, f"10{i}", t)
+            acc = await open_account(s, OpenAccount(kit.site.id, f"T{i}", f"1390000000{i}", (m.id,)), actor="test")
+            acc.opened_at = T0 - H
+            await recharge(s, acc.id, Money(30_00), f"open-{i}")  # by the alert levels: each round trips one
+            await ingest(s, [ReadingIn(m.id, T0, 1_000_000)])
+            out.append((acc.id, m.id))
+        return out
+    pairs = await in_transaction(sessions, build)
+    for k in range(1, 9):
+        batch = [ReadingIn(m, T0 + k * H, 1_000_000 + k * 2_000) for _, m in pairs]
+        jobs = [in_transaction(sessions, lambda s, b=batch: ingest(s, b), attempts=1)]
+        jobs += [in_transaction(sessions, lambda s, a=a, k=k: recharge(s, a, Money(150), f"top-{a}-{k}"), attempts=1)
+                 for a, _ in reversed(pairs)]
+        await asyncio.gather(*jobs)
+    for acc, _ in pairs:
+        assert await _bal(sessions, acc) == Money(30_00 + 8 * 150 - 8 * 200)
+    async with sessions() as s:
+        assert (await ledger.verify(s)).ok
+        tripped = await s.scalar(select(func.count()).select_from(Outbox).where(Outbox.topic == "notify"))
+    assert tripped >= 8  # the alert levels did move inside the racing batches
