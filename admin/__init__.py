@@ -18,6 +18,7 @@ from admin.readdb import reads_ctx
 from admin.routes import add_routes
 from admin.security import errors, guard
 from admin.templating import context, filters
+from admin.views_monitor import states_ctx
 from meterpay.web import SETTINGS
 
 HERE = Path(__file__).parent
@@ -41,6 +42,8 @@ def build_admin(parent: web.Application) -> web.Application:
     aiohttp_jinja2.setup(sub, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                          context_processors=[context], filters=filters(), default_helpers=True)
     sub.cleanup_ctx.append(reads_ctx(settings.database_url))
+    # after reads_ctx, so stopped before its engine is disposed; ADMIN_STATES_MAX_AGE_S: see admin.monitor
+    sub.cleanup_ctx.append(states_ctx(float(settings.get("ADMIN_STATES_MAX_AGE_S") or 2.0)))
     add_routes(sub, HERE / "static")
     return sub
 

@@ -1,19 +1,32 @@
-"""The room monitor's reads: every room of a site with link, relay and balance state, in one query."""
+"""The room monitor's reads: a page of rooms, per-state counts, and the rooms a live stream watches.
+
+Cells shown are always read fresh for the rooms on the page only (admin.room_state). What needs
+the whole site — which rooms match a state, link or search filter, where page N starts, how many
+rooms are in each state — comes from `SiteStates`: the whole site's cells, read by the same query,
+shared by every staff member. It is replaced wholesale by a new read, never patched by the write
+paths, so it cannot drift from the database; it can only lag (by max_age_s plus one read while
+staff are watching; see SiteStates).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from sqlalchemy import Select, and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.models import Account, Building, Floor, LedgerAccount, Meter, Room, Site, Tenant
+from admin.room_state import LINKS, STATES, RoomCell, room_cells
+from store.models import Site
 
+__all__ = ["LINKS", "STATES", "MonitorPage", "RoomCell", "RoomFilter", "SiteStates", "cells_by_id",
+           "monitor_page", "state_counts"]
 PAGE_SIZE = 200
-STATES = ("normal", "alert1", "alert2", "alert3", "arrears", "cutoff", "vacant")
-LINKS = ("online", "partial", "lost")
-DEFAULT_THRESHOLDS_FEN = (5000, 2000, 0)  # the alert levels of billing.alerts.DEFAULT_LEVELS
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,103 +38,125 @@ class RoomFilter:
     q: str = ""
     page: int = 1
 
+    @property
+    def key(self) -> tuple[object, ...]:
+        """What selects rooms (not the page): the key of a filtered view."""
+        return (self.building_id, self.floor_level, self.state if self.state in STATES else None,
+                self.link if self.link in LINKS else None, self.q.strip().casefold())
 
-@dataclass(frozen=True)
-class RoomCell:
+    def matches(self, c: RoomCell) -> bool:
+        """All but the state filter (the counts are per state, with the other filters applied)."""
+        if self.building_id is not None and c.building_id != self.building_id:
+            return False
+        if self.floor_level is not None and c.floor_level != self.floor_level:
+            return False
+        if self.link in LINKS and c.link != self.link:
+            return False
+        q = self.q.strip().casefold()
+        return not q or q in c.search
+
+
+View = tuple[list[RoomCell], dict[str, int]]  # the matching rooms in order, and rooms per state
+
+
+class Place(NamedTuple):
     id: int
-    number: str
-    building: str
-    floor_level: int
-    link: str
-    relay: str | None  # "on" | "off" | None (no meter)
-    state: str
-    balance_fen: int | None
-    account_code: str | None
-    tenant: str | None
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+    name: str
 
 
-def thresholds_of(site: Site) -> tuple[int, int, int]:
-    """The site's three alert levels in fen (site.settings['alert_levels_fen']), or the defaults."""
-    raw = (site.settings or {}).get("alert_levels_fen")
-    if isinstance(raw, list) and len(raw) == 3 and all(isinstance(x, int) for x in raw):
-        return (raw[0], raw[1], raw[2])
-    return DEFAULT_THRESHOLDS_FEN
+Layout = tuple[list[Place], list[int]]  # buildings, floor levels
+Shared = tuple["SiteStates", Callable[[], AsyncSession]]  # the shared states, and sessions to read them with
 
 
-def _rooms(site_id: int, thresholds: tuple[int, int, int], room_ids: Sequence[int] | None = None,  # type: ignore[no-untyped-def]
-           with_tenant: bool = True):
-    """A subquery: one row per room of the site, with its computed link and balance state.
+def _view(cells: list[RoomCell], f: RoomFilter) -> View:
+    _, _, state, link, q = f.key
+    base = cells if f.building_id is None and f.floor_level is None and link is None and not q else [
+        c for c in cells if f.matches(c)]
+    counts = dict(Counter(c.state for c in base))
+    return ([c for c in base if c.state == state] if state else base), counts
 
-    Meters and wallets are each aggregated once (grouped subqueries joined by key), not per row.
+
+class SiteStates:
+    """Every room's cell per site, read again when older than `max_age_s`, shared by all staff.
+
+    Reads happen off the request path: a request that finds the site's read too old starts one
+    new read in the background (never two at once) and is answered from the current one, unless
+    that is older than `wait_after_s` (nobody looked for a while), when it waits for the new one.
+    So while staff are watching, what the monitor lists is at most max_age_s + one read behind,
+    and the filtered views of one read (matching rooms, counts) are computed once and shared too.
     """
-    meter_where = [Meter.site_id == site_id, Meter.room_id.is_not(None)]
-    if room_ids is not None:
-        meter_where.append(Meter.room_id.in_(list(room_ids)))
-    per_room = (select(Meter.room_id.label("room_id"), func.count(Meter.id).label("n"),
-                       func.sum(case((Meter.online, 1), else_=0)).label("n_online"),
-                       func.sum(case((Meter.relay_closed, 0), else_=1)).label("n_off"),
-                       func.max(Meter.account_id).label("account_id"))
-                .where(*meter_where).group_by(Meter.room_id).subquery("per_room"))
-    wallet_where = [LedgerAccount.site_id == site_id, LedgerAccount.code.like("wallet:%")]
-    if room_ids is not None:
-        wallet_where.append(LedgerAccount.account_id.in_(
-            select(Meter.account_id).where(Meter.room_id.in_(list(room_ids)))))
-    bal = (select(LedgerAccount.account_id.label("account_id"), func.sum(LedgerAccount.balance_fen).label("fen"))
-           .where(*wallet_where).group_by(LedgerAccount.account_id).subquery("bal"))
-    room_where = [Room.site_id == site_id] + ([Room.id.in_(list(room_ids))] if room_ids is not None else [])
-    cols = [Room.id, Room.number, Room.building_id, Building.name.label("building"),
-            Floor.level.label("floor_level"), func.coalesce(per_room.c.n, 0).label("n"),
-            func.coalesce(per_room.c.n_online, 0).label("n_online"),
-            func.coalesce(per_room.c.n_off, 0).label("n_off"), per_room.c.account_id,
-            case((per_room.c.account_id.is_(None), literal(None)), else_=func.coalesce(bal.c.fen, 0)).label("balance")]
-    if with_tenant:
-        cols += [Account.code.label("account_code"), Tenant.name.label("tenant"), Tenant.phone.label("phone")]
-    stmt = (select(*cols).join(Building, Building.id == Room.building_id).join(Floor, Floor.id == Room.floor_id)
-            .outerjoin(per_room, per_room.c.room_id == Room.id)
-            .outerjoin(bal, bal.c.account_id == per_room.c.account_id))
-    if with_tenant:
-        stmt = stmt.outerjoin(Account, Account.id == per_room.c.account_id).outerjoin(Tenant, Tenant.id == Account.tenant_id)
-    inner = stmt.where(*room_where).subquery("r")
-    t1, t2, t3 = thresholds
-    state = case((inner.c.account_id.is_(None), "vacant"), (inner.c.n_off > 0, "cutoff"),
-                 (inner.c.balance < 0, "arrears"), (inner.c.balance <= t3, "alert3"),
-                 (inner.c.balance <= t2, "alert2"), (inner.c.balance <= t1, "alert1"), else_="normal")
-    link = case((inner.c.n == 0, "none"), (inner.c.n_online == inner.c.n, "online"),
-                (inner.c.n_online == 0, "lost"), else_="partial")
-    return inner, state.label("state"), link.label("link")
+
+    MAX_VIEWS = 64
+
+    def __init__(self, max_age_s: float = 2.0, wait_after_s: float | None = None) -> None:
+        self.max_age_s = max_age_s
+        self.wait_after_s = wait_after_s if wait_after_s is not None else max(10.0, 5 * max_age_s)
+        self._reads: dict[int, _Read] = {}
+        self._pending: dict[int, asyncio.Task[_Read]] = {}
+
+    async def _read(self, sessions: Callable[[], AsyncSession], site: Site) -> _Read:
+        hit = self._reads.get(site.id)
+        age = time.monotonic() - hit.at if hit is not None else float("inf")
+        if hit is not None and age < self.max_age_s:
+            return hit
+        task = self._pending.get(site.id)
+        if task is None:
+            task = asyncio.create_task(self._fetch(sessions, site), name=f"site states {site.id}")
+            self._pending[site.id] = task
+        if hit is not None and age < self.wait_after_s:
+            return hit
+        return await asyncio.shield(task)
+
+    async def _fetch(self, sessions: Callable[[], AsyncSession], site: Site) -> _Read:
+        try:
+            started = time.monotonic()
+            async with sessions() as session:
+                read = _Read(started, await room_cells(session, site), {})
+            self._reads[site.id] = read
+            return read
+        except Exception:
+            old = self._reads.get(site.id)
+            if old is None:
+                raise  # the request waiting for the first read gets the error
+            log.exception("reading the states of site %s failed; the previous read stays", site.id)
+            return old
+        finally:
+            self._pending.pop(site.id, None)
+
+    async def close(self) -> None:
+        """Stop reads in flight (the application is shutting down)."""
+        tasks = list(self._pending.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def cells(self, sessions: Callable[[], AsyncSession], site: Site) -> list[RoomCell]:
+        return (await self._read(sessions, site)).cells
+
+    async def layout(self, sessions: Callable[[], AsyncSession], site: Site) -> Layout:
+        """The buildings and floor levels that have rooms, for the filter menus (no query of their own)."""
+        read = await self._read(sessions, site)
+        if read.layout is None:
+            names = {c.building_id: c.building for c in read.cells}
+            read.layout = ([Place(i, n) for i, n in sorted(names.items(), key=lambda x: (x[1], x[0]))],
+                           sorted({c.floor_level for c in read.cells}))
+        return read.layout
+
+    async def view(self, sessions: Callable[[], AsyncSession], site: Site, f: RoomFilter) -> View:
+        read = await self._read(sessions, site)
+        if f.key not in read.views:
+            if len(read.views) >= self.MAX_VIEWS:
+                read.views.clear()
+            read.views[f.key] = _view(read.cells, f)
+        return read.views[f.key]
 
 
-def _filtered(inner, state, link, f: RoomFilter, with_state: bool = True) -> list[Any]:  # type: ignore[no-untyped-def]
-    conds: list[Any] = []
-    if f.building_id is not None:
-        conds.append(inner.c.building_id == f.building_id)
-    if f.floor_level is not None:
-        conds.append(inner.c.floor_level == f.floor_level)
-    if f.link in LINKS:
-        conds.append(link == f.link)
-    if with_state and f.state in STATES:
-        conds.append(state == f.state)
-    if f.q.strip():
-        like = f"%{f.q.strip()}%"
-        conds.append(or_(inner.c.number.like(like), inner.c.account_code.like(like),
-                         inner.c.tenant.like(like), inner.c.phone.like(like)))
-    return conds
-
-
-def _cells_stmt(inner, state, link, conds: Sequence[Any]) -> Select[Any]:  # type: ignore[no-untyped-def]
-    return (select(inner.c.id, inner.c.number, inner.c.building, inner.c.floor_level, link,
-                   inner.c.n, inner.c.n_off, state, inner.c.balance, inner.c.account_code, inner.c.tenant)
-            .where(and_(True, *conds)).order_by(inner.c.building, inner.c.floor_level, inner.c.number))
-
-
-def _cell(row: Any) -> RoomCell:
-    relay = None if not row.n else ("off" if row.n_off else "on")
-    bal = None if row.balance is None else int(row.balance)
-    return RoomCell(row.id, row.number, row.building, row.floor_level, row.link, relay, row.state, bal,
-                    row.account_code, row.tenant)
+@dataclass
+class _Read:
+    at: float  # monotonic time the read started
+    cells: list[RoomCell]
+    views: dict[tuple[object, ...], View]
+    layout: Layout | None = None
 
 
 @dataclass(frozen=True)
@@ -132,68 +167,42 @@ class MonitorPage:
     page: int
     pages: int
 
+    @property
+    def groups(self) -> list[tuple[str, list[RoomCell]]]:
+        """The page's cells by building and floor ("A栋 · 3F"), in order."""
+        out: list[tuple[str, list[RoomCell]]] = []
+        for c in self.cells:
+            label = f"{c.building} · {c.floor_level}F"
+            if not out or out[-1][0] != label:
+                out.append((label, []))
+            out[-1][1].append(c)
+        return out
 
-async def state_counts(session: AsyncSession, site: Site, f: RoomFilter) -> dict[str, int]:
-    """Rooms per balance state (building, floor, link and search filters applied): one site-wide aggregate."""
-    inner, state, link = _rooms(site.id, thresholds_of(site), with_tenant=bool(f.q.strip()))
-    base = _filtered(inner, state, link, f, with_state=False)
-    return {s: int(n) for s, n in (await session.execute(
-        select(state, func.count()).where(and_(True, *base)).group_by(state))).all()}
+
+async def _site_view(session: AsyncSession, site: Site, f: RoomFilter, states: Shared | None) -> View:
+    if states is None:
+        return _view(await room_cells(session, site), f)
+    return await states[0].view(states[1], site, f)
 
 
-async def monitor_page(session: AsyncSession, site: Site, f: RoomFilter) -> MonitorPage:
-    """One page of rooms, aggregating only that page's rooms unless a filter needs the whole site.
+async def state_counts(session: AsyncSession, site: Site, f: RoomFilter,
+                       states: Shared | None = None) -> dict[str, int]:
+    """Rooms per balance state (building, floor, link and search filters applied)."""
+    return (await _site_view(session, site, f, states))[1]
 
-    Without a state, link or search filter the page comes straight from the rooms table and the
-    per-state counts are left to the live stream (`counts` is then empty): a page view costs the
-    same with 100 rooms as with 10,000.
-    """
-    thresholds, needs_tenant = thresholds_of(site), bool(f.q.strip())
-    plain = f.state not in STATES and f.link not in LINKS and not needs_tenant
-    if plain:
-        counts: dict[str, int] = {}
-        total = int(await session.scalar(_plain_page(site.id, f, None).with_only_columns(func.count())) or 0)
-    else:
-        counts = await state_counts(session, site, f)
-        total = counts.get(f.state, 0) if f.state in STATES else sum(counts.values())
+
+async def monitor_page(session: AsyncSession, site: Site, f: RoomFilter,
+                       states: Shared | None = None) -> MonitorPage:
+    """One page of rooms: which rooms from the site's states, their cells read fresh."""
+    matching, counts = await _site_view(session, site, f, states)
+    total = len(matching)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, f.page), pages)
-    if plain:
-        ids_stmt = _plain_page(site.id, f, page)
-    else:
-        inner, state, link = _rooms(site.id, thresholds, with_tenant=needs_tenant)
-        ids_stmt = (select(inner.c.id).where(and_(True, *_filtered(inner, state, link, f)))
-                    .order_by(inner.c.building, inner.c.floor_level, inner.c.number)
-                    .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE))
-    ids = list(await session.scalars(ids_stmt))
-    return MonitorPage(await cells_by_id(session, site, ids), counts, total, page, pages)
-
-
-def _plain_page(site_id: int, f: RoomFilter, page: int | None) -> Select[Any]:
-    """Room ids of one page straight from the rooms table (no filter that needs meters or money)."""
-    stmt = (select(Room.id).join(Building, Building.id == Room.building_id).join(Floor, Floor.id == Room.floor_id)
-            .where(Room.site_id == site_id))
-    if f.building_id is not None:
-        stmt = stmt.where(Room.building_id == f.building_id)
-    if f.floor_level is not None:
-        stmt = stmt.where(Floor.level == f.floor_level)
-    if page is None:
-        return stmt
-    return stmt.order_by(Building.name, Floor.level, Room.number).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+    chosen = matching[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+    cells = chosen if states is None else await room_cells(session, site, [c.id for c in chosen])
+    return MonitorPage(cells, counts, total, page, pages)
 
 
 async def cells_by_id(session: AsyncSession, site: Site, room_ids: Sequence[int]) -> list[RoomCell]:
     """The current state of the given rooms (those on a viewer's page), for the live stream."""
-    if not room_ids:
-        return []
-    inner, state, link = _rooms(site.id, thresholds_of(site), room_ids)
-    stmt = _cells_stmt(inner, state, link, [])
-    return [_cell(r) for r in (await session.execute(stmt)).all()]
-
-
-async def site_layout(session: AsyncSession, site_id: int) -> tuple[list[Building], list[int]]:
-    """Buildings and floor levels of a site, for the filter menus."""
-    buildings = list(await session.scalars(select(Building).where(Building.site_id == site_id).order_by(Building.name)))
-    levels = list(await session.scalars(select(Floor.level).join(Building, Building.id == Floor.building_id)
-                                        .where(Building.site_id == site_id).distinct().order_by(Floor.level)))
-    return buildings, levels
+    return await room_cells(session, site, room_ids)

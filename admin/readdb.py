@@ -35,7 +35,11 @@ def reads_ctx(url: str) -> Callable[[web.Application], AsyncIterator[None]]:
     return ctx
 
 
+def read_sessions(request: web.Request) -> Callable[[], AsyncSession]:
+    """Where reading sessions come from (never the write lock); PostgreSQL: the application's sessions."""
+    return request.config_dict.get(READS) or request.config_dict[SESSIONS]
+
+
 def reads(request: web.Request) -> AsyncSession:
     """A session for reading (never the write lock); PostgreSQL: the application's sessions."""
-    maker = request.config_dict.get(READS) or request.config_dict[SESSIONS]
-    return maker()
+    return read_sessions(request)()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from admin.forms import opt_int
-from admin.monitor import LINKS, STATES, RoomFilter, cells_by_id, monitor_page, site_layout, state_counts
+from admin.monitor import LINKS, STATES, RoomFilter, Shared, SiteStates, cells_by_id, monitor_page, state_counts
+from admin.readdb import read_sessions
 from admin.scope import db, site_of
 from admin.security import STAFF
 from meterpay.web import SETTINGS
@@ -18,7 +20,24 @@ from meterpay.web import SETTINGS
 MAX_STREAM_IDS = 500
 STREAM_LIFETIME_S = 600  # then the browser reconnects: no connection lives forever
 HEARTBEAT_S = 15
-COUNTS_EVERY_S = 10  # the site-wide per-state counts are the one costly query: not every tick
+COUNTS_EVERY_S = 5  # the per-state counts come from the shared site states (admin.monitor.SiteStates)
+ROOM_STATES = web.AppKey("room_states", SiteStates)
+
+
+def room_states(request: web.Request) -> Shared:
+    """The site states all staff share, and the sessions they are read with."""
+    return request.config_dict[ROOM_STATES], read_sessions(request)
+
+
+def states_ctx(max_age_s: float) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context for the panel: the shared site states; reads still in flight stop at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[ROOM_STATES] = SiteStates(max_age_s)
+        yield
+        await app[ROOM_STATES].close()
+
+    return ctx
 
 
 def _filter(q: dict[str, str] | web.Request) -> RoomFilter:
@@ -32,8 +51,9 @@ async def monitor(request: web.Request) -> web.StreamResponse:
     f = _filter(request)
     async with db(request) as s:
         site = await site_of(s, request)
-        page = await monitor_page(s, site, f)
-        buildings, levels = await site_layout(s, site.id)
+        shared = room_states(request)
+        page = await monitor_page(s, site, f, shared)
+        buildings, levels = await shared[0].layout(shared[1], site)
     return aiohttp_jinja2.render_template("monitor.html", request, {
         "site": site, "page": page, "f": f, "buildings": buildings, "levels": levels, "states": STATES,
         "links": LINKS, "sites": request[STAFF].site_ids})
@@ -79,7 +99,7 @@ async def _loop(request: web.Request, resp: web.StreamResponse, site, ids: list[
             cells = await cells_by_id(s, site, ids)
             counts = None
             if time.monotonic() - counted >= COUNTS_EVERY_S:
-                counts, counted = await state_counts(s, site, f), time.monotonic()
+                counts, counted = await state_counts(s, site, f, room_states(request)), time.monotonic()
         if counts is not None and counts != last_counts:
             last_counts = counts
             await resp.write(f"event: counts\ndata: {json.dumps(counts)}\n\n".encode())

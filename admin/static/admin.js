@@ -1,4 +1,4 @@
-// meterpay admin: live room updates (server-sent events), confirm prompts, one submit per form.
+// meterpay admin: live room updates (server-sent events), live command states, confirm prompts, one submit per form.
 (function () {
   "use strict";
   document.querySelectorAll("form.once").forEach(function (form) {
@@ -12,6 +12,30 @@
       form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
     });
   });
+
+  // Room page: while a command is queued or sent, re-read the page every second and swap in the
+  // parts marked data-live (commands, relay state, balance) until the device layer has settled them.
+  var commands = document.getElementById("commands");
+  var OPEN = ".cmd-queued, .cmd-sent";
+  if (commands && commands.querySelector(OPEN) && window.fetch && window.DOMParser) {
+    var polls = 0;
+    var refresh = function () {
+      polls += 1;
+      fetch(window.location.href, {credentials: "same-origin"}).then(function (r) {
+        return r.ok ? r.text() : null;
+      }).then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-live][id]").forEach(function (el) {
+          var repl = fresh.getElementById(el.id);
+          if (repl) el.replaceWith(document.importNode(repl, true));
+        });
+        var cmds = document.getElementById("commands");
+        if (cmds && cmds.querySelector(OPEN) && polls < 300) setTimeout(refresh, 1000);
+      }).catch(function () { if (polls < 300) setTimeout(refresh, 3000); });
+    };
+    setTimeout(refresh, 1000);
+  }
 
   var grid = document.getElementById("grid");
   if (!grid || !window.EventSource) return;
