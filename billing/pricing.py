@@ -71,18 +71,22 @@ def price_interval(
     if end < start:
         raise ValueError("interval ends before it starts")
     pieces = _pieces(versions, start, end, tz)
-    weights = [max(int((b - a).total_seconds()), 0) for a, b, _ in pieces]
-    if sum(weights) == 0:
-        weights = [1] + [0] * (len(pieces) - 1)
-    shares = split_by_weights(quantity, weights)
     trusted = rates if rates_agree(quantity, rates) else None
-    rate_shares = [split_by_weights(r, weights) for r in trusted] if trusted else None
+    if len(pieces) == 1:  # the common case: one price, one month — nothing to share out
+        shares = [quantity]
+        rate_shares = [[r] for r in trusted] if trusted else None
+    else:
+        weights = [max(int((b - a).total_seconds()), 0) for a, b, _ in pieces]
+        if sum(weights) == 0:
+            weights = [1] + [0] * (len(pieces) - 1)
+        shares = split_by_weights(quantity, weights)
+        rate_shares = [split_by_weights(r, weights) for r in trusted] if trusted else None
     lines: list[PriceLine] = []
     rate_total = [0, 0, 0, 0]
     used = month_used_before
     prev_month = _month_key(start, tz)
     for i, (a, b, v) in enumerate(pieces):
-        if _month_key(a, tz) != prev_month:
+        if i and _month_key(a, tz) != prev_month:
             used, prev_month = 0, _month_key(a, tz)
         piece_rates = tuple(rs[i] for rs in rate_shares) if rate_shares else None
         new_lines, split = _price_piece(v, a, b, shares[i], tz, used, piece_rates)
