@@ -54,6 +54,7 @@ def _money(name: str) -> dict[str, Any]:
 
 BIND_STATUS = ["bound", "bad_code", "expired", "no_pending", "no_match", "not_allowed"]
 ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+AMOUNT = {"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,2})?$", "example": "50.00"}
 SCHEMAS: dict[str, Any] = {
     "Room": _obj({"account_id": {"type": "integer"}, "site_code": {"type": "string"},
                   "site_name": {"type": "string"}, "room_no": {"type": "string"}, "label": {"type": "string"}}),
@@ -64,12 +65,15 @@ SCHEMAS: dict[str, Any] = {
                    "unit": {"enum": ["Wh", "L"]}, **_money("cost"),
                    "tou": {"oneOf": [{"type": "null"}, _obj({k: {"type": "integer"} for k in
                                                              ("sharp", "peak", "flat", "valley")})]}}),
-    "Order": _obj({"order_no": {"type": "string"}, "room": _ref("Room"), "kind": {"enum": ["recharge", "refund"]},
+    "Order": _obj({"order_no": {"type": "string"}, "room": _ref("Room"), "kind": {"enum": ["recharge", "refund", "bill"]},
                    **_money("amount"), "status": {"enum": ["pending", "paid", "failed", "refunded"]},
                    "channel": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}),
     "Bill": _obj({"bill_no": {"type": "string"}, "room": _ref("Room"), "period_start": {"type": "string",
                   "format": "date"}, "period_end": {"type": "string", "format": "date"}, **_money("amount"),
-                  "status": {"enum": ["unpaid", "paid", "overdue"]}}),
+                  "status": {"enum": ["unpaid", "paid", "overdue"]}, "bill_id": {"type": "integer"},
+                  **_money("outstanding"), "payable": {"type": "boolean"},
+                  "pay_url": {"type": ["string", "null"], "description": "signed pay page link for this bill"}},
+                 ["bill_no", "room", "period_start", "period_end", "amount_fen", "amount", "status"]),
     "BindResult": _obj({"status": {"enum": BIND_STATUS}, "rooms": {"type": "array", "items": _ref("Room")}}),
     "Error": _obj({"error": {"type": "string"}}),
 }
@@ -114,17 +118,21 @@ def _paths() -> dict[str, Any]:
                                               params=[_q("order_no", {"type": "string", "maxLength": 64},
                                                          where="path")])},
         "/api/bills": {"get": _op("Postpaid and fee bills", _ok(_list("bills", "Bill")))},
-        "/api/payments": {"post": _op("Start a recharge; answers jsapi_params (WeChat Pay) or pay_url (Alipay)",
+        "/api/payments": {"post": _op("Start a recharge (account_id + amount), or pay a bill (bill_no, amount "
+                                      "optional: all that is outstanding); answers jsapi_params (WeChat Pay) or "
+                                      "pay_url (Alipay)",
                                       _ok({"type": "object", "required": ["out_trade_no", "channel", "amount"],
                                            "properties": {"out_trade_no": {"type": "string"},
                                                           "channel": {"enum": CHANNELS}, **_money("amount"),
+                                                          "bill_no": {"type": "string"},
                                                           "jsapi_params": {"type": "object"},
                                                           "pay_url": {"type": "string"}}},
-                                          "Payment started", "201", "404"),
-                                      body=_obj({"account_id": ID,
-                                                 "amount": {"type": "string", "pattern": r"^[0-9]{1,4}(\.[0-9]{1,2})?$",
-                                                            "example": "50.00"},
-                                                 "channel": {"enum": CHANNELS}}, ["account_id", "amount"]))},
+                                          "Payment started", "201", "404", "409"),
+                                      body={"anyOf": [
+                                          _obj({"account_id": ID, "amount": AMOUNT, "channel": {"enum": CHANNELS}},
+                                               ["account_id", "amount"]),
+                                          _obj({"bill_no": {"type": "string", "minLength": 1, "maxLength": 60},
+                                                "amount": AMOUNT, "channel": {"enum": CHANNELS}}, ["bill_no"])]})},
     }
 
 

@@ -13,7 +13,8 @@ MAX_AMOUNT = Money.yuan(5000)
 
 
 class PaymentStarter(Protocol):
-    """Create a recharge order for an account and open it at the provider.
+    """Create a recharge order for an account (or, with `bill_id`, an order paying that bill of the
+    account: `amount` None pays all that is outstanding) and open it at the provider.
 
     Returns a JSON-able dict with at least `out_trade_no`, and `jsapi_params` (the object
     for WeixinJSBridge `getBrandWCPayRequest`) for `wechatpay_jsapi` or `pay_url` (where to send
@@ -22,5 +23,5 @@ class PaymentStarter(Protocol):
     refusals; payments.provider.ProviderError / ProviderRefused when the provider fails.
     """
 
-    async def start(self, account_id: int, amount: Money, channel: str, openid: str | None, *,
-                    return_url: str | None = None) -> dict[str, Any]: ...
+    async def start(self, account_id: int, amount: Money | None, channel: str, openid: str | None, *,
+                    return_url: str | None = None, bill_id: int | None = None) -> dict[str, Any]: ...

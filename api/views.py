@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from api import tokens
-from api.context import ctx
+from api.context import TenantContext, ctx
 from api.errors import ApiError, int_param, json_body, text_field
 from api.starter import CHANNELS, MAX_AMOUNT, MIN_AMOUNT
 from api.wechat_login import LoginRefused, WeChatDown, code2session
 from billing.money import Money, MoneyError
 from bot.port import BalanceView, BillView, OrderView, RoomView, UsageView
+from services.bill_payments import PayableBill, bill_by_number, bills_by_number
+from services.tenant import pay_signature
 
 SPANS = ("today", "month", "last_month")
 UNITS = {"electricity": "Wh", "water": "L"}
@@ -56,9 +59,13 @@ def order_json(o: OrderView) -> dict[str, Any]:
             "status": o.status, "channel": o.channel, "created_at": o.created_at.isoformat()}
 
 
-def _bill_json(b: BillView) -> dict[str, Any]:
-    return {"bill_no": b.bill_no, "room": room_json(b.room), "period_start": b.period_start.isoformat(),
-            "period_end": b.period_end.isoformat(), **_money("amount", b.amount), "status": b.status}
+def _bill_json(b: BillView, payable: PayableBill | None = None, pay_url: str | None = None) -> dict[str, Any]:
+    out = {"bill_no": b.bill_no, "room": room_json(b.room), "period_start": b.period_start.isoformat(),
+           "period_end": b.period_end.isoformat(), **_money("amount", b.amount), "status": b.status}
+    if payable is not None:
+        out |= {"bill_id": payable.id, **_money("outstanding", payable.outstanding), "payable": payable.payable,
+                "pay_url": pay_url if payable.payable else None}
+    return out
 
 
 def parse_amount(raw: object) -> Money:
@@ -174,19 +181,57 @@ async def order(request: web.Request) -> web.Response:
 
 
 async def bills(request: web.Request) -> web.Response:
-    views = await ctx(request).port.bills(_openid(request))
-    return web.json_response({"bills": [_bill_json(b) for b in views]})
+    """The tenant's bills, each with what is still outstanding and, while it can be paid, a pay page link."""
+    c = ctx(request)
+    views = await c.port.bills(_openid(request))
+    async with c.port.sessions() as session:
+        found = await bills_by_number(session, [(int(b.room.account_id), b.bill_no) for b in views])
+    out = []
+    for b in views:
+        payable = found.get((int(b.room.account_id), b.bill_no))
+        out.append(_bill_json(b, payable, bill_pay_link(c, payable) if payable else None))
+    return web.json_response({"bills": out})
+
+
+def bill_pay_link(c: TenantContext, bill: PayableBill) -> str:
+    """The signed pay page link that pays `bill` (the pay page's bill form)."""
+    query = urlencode({"account": bill.account_id, "sig": pay_signature(c.secret_key, bill.account_id),
+                       "bill": bill.id})
+    return f"{c.public_url}/pay/?{query}"
+
+
+async def _bill_payment(request: web.Request, body: dict[str, Any], openid: str, channel: str) -> web.Response:
+    """Start paying one of the tenant's bills: `bill_no`, `amount` optional (all that is outstanding)."""
+    c = ctx(request)
+    number = text_field(body, "bill_no", 60)
+    amount = parse_amount(body["amount"]) if body.get("amount") is not None else None
+    accounts = [int(r.account_id) for r in await c.port.bindings(openid)]
+    async with c.port.sessions() as session:
+        bill = await bill_by_number(session, number, accounts)
+    if bill is None:
+        raise ApiError(404, "no such bill among your rooms")
+    if not bill.payable:
+        raise ApiError(409, f"bill {bill.number} is {bill.status}: nothing to pay")
+    if amount is not None and amount > bill.outstanding:
+        raise ApiError(400, f"`amount` is more than the {bill.outstanding.to_yuan_str()} outstanding")
+    started = await c.starter.start(bill.account_id, amount, channel, openid if channel == "wechatpay_jsapi" else None,
+                                    bill_id=bill.id)
+    return web.json_response({"channel": channel, "bill_no": bill.number,
+                              **_money("amount", amount or bill.outstanding), **started}, status=201)
 
 
 async def create_payment(request: web.Request) -> web.Response:
-    """Start a recharge of a bound account; the answer carries what the client needs to pay."""
+    """Start a recharge of a bound account, or with `bill_no` the payment of a bill; the answer carries
+    what the client needs to pay."""
     openid, c = _openid(request), ctx(request)
     body = await json_body(request)
-    account_id = int_param(body.get("account_id"), "account_id", 1, MAX_ID)
-    amount = parse_amount(body.get("amount"))
     channel = body.get("channel", "wechatpay_jsapi")
     if channel not in CHANNELS:
         raise ApiError(400, f"`channel` must be one of {', '.join(CHANNELS)}")
+    if body.get("bill_no") is not None:
+        return await _bill_payment(request, body, openid, channel)
+    account_id = int_param(body.get("account_id"), "account_id", 1, MAX_ID)
+    amount = parse_amount(body.get("amount"))
     if await c.port.account(account_id, openid) is None:
         raise ApiError(404, "no such room among your bindings")
     started = await c.starter.start(account_id, amount, channel, openid if channel == "wechatpay_jsapi" else None)

@@ -7,15 +7,19 @@ meter per 50 rooms split by ratio / area / usage (alternately deducted and bille
 rent (deducted; billed to postpaid accounts) and a per-m² property fee (billed). Timed: one
 `run_month_end` for March 2026, then a second run that must change nothing.
 Last stdout line: {"bench": "monthend", "accounts": N, "seconds": S, ...}; `client_cpu_seconds` is
-this process's share and `load_avg_1m` says how busy the machine was (the figure is wall time).
+this process's share and `load_avg_1m` says how busy the machine was (the figure is wall time);
+`steps_s` splits it by month-end step. `--profile` also prints a cProfile of the timed run and the
+slowest statements and COPYs (wall seconds) to stderr; the profiler slows the run down.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import sys
 import time
 from datetime import datetime, timezone
@@ -126,13 +130,59 @@ async def seed(sessions, n: int) -> int:  # type: ignore[no-untyped-def]
         return site.id
 
 
+def sql_timer(engine) -> dict[str, list]:  # type: ignore[no-untyped-def]
+    """Wall time per statement text (first 400 chars), from the engine's cursor events."""
+    from sqlalchemy import event
+
+    found: dict[str, list] = {}
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _before(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        conn.info["t0"] = time.perf_counter()
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _after(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        cell = found.setdefault(" ".join(statement.split())[:400], [0.0, 0])
+        cell[0] += time.perf_counter() - conn.info.pop("t0", time.perf_counter())
+        cell[1] += 1
+
+    import services.apportionment
+    import services.bulk
+    import services.postpaid
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    plain_write, plain_commit = services.bulk.write_rows, AsyncSession.commit
+
+    async def timed_write(session, model, rows, with_ids=False):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return await plain_write(session, model, rows, with_ids)
+        finally:
+            cell = found.setdefault(f"write_rows {model.__tablename__} (COPY on PostgreSQL)", [0.0, 0])
+            cell[0], cell[1] = cell[0] + time.perf_counter() - t0, cell[1] + len(rows)
+
+    async def timed_commit(self):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return await plain_commit(self)
+        finally:
+            cell = found.setdefault("COMMIT", [0.0, 0])
+            cell[0], cell[1] = cell[0] + time.perf_counter() - t0, cell[1] + 1
+
+    for module in (services.bulk, services.postpaid, services.apportionment):
+        module.write_rows = timed_write  # type: ignore[attr-defined]
+    AsyncSession.commit = timed_commit  # type: ignore[method-assign]
+    return found
+
+
 async def counts(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
     async with sessions() as s:
         return {name: int(await s.scalar(select(func.count()).select_from(model)) or 0)
                 for name, model in (("bills", Bill), ("bill_lines", BillLine), ("ledger_txns", LedgerTransaction))}
 
 
-async def main(n: int) -> dict:
+async def main(n: int, profile: bool = False) -> dict:
+    steps: dict[str, float] = {}
     name = f"meterpay_bench_monthend_{os.getpid()}"
     await admin(f'CREATE DATABASE "{name}"')
     engine = make_engine(ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
@@ -143,9 +193,20 @@ async def main(n: int) -> dict:
         site_id = await seed(sessions, n)
         print(f"seeded {n} accounts in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         before = await counts(sessions)
+        profiler = cProfile.Profile() if profile else None
+        statements = sql_timer(engine) if profile else None
         t0, c0 = time.perf_counter(), time.process_time()
-        result = await run_month_end(sessions, site_id, MARCH)
+        if profiler:
+            profiler.enable()
+        result = await run_month_end(sessions, site_id, MARCH, timings=steps)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if profiler:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(45)
+        if statements is not None:
+            print("slowest SQL (total s, calls, statement):", file=sys.stderr)
+            for sql, (total, calls) in sorted(statements.items(), key=lambda kv: -kv[1][0])[:15]:
+                print(f"{total:8.2f} {calls:6d}  {sql[:230]}", file=sys.stderr)
         made = await counts(sessions)
         t0 = time.perf_counter()
         again = await run_month_end(sessions, site_id, MARCH)
@@ -160,6 +221,7 @@ async def main(n: int) -> dict:
               file=sys.stderr)
         return {"bench": "monthend", "accounts": n, "seconds": round(seconds, 2),
                 "client_cpu_seconds": round(cpu, 2), "load_avg_1m": os.getloadavg()[0], "rerun_seconds": round(rerun, 2),
+                "steps_s": {k: round(v, 2) for k, v in steps.items()},
                 "bills": made["bills"] - before["bills"], "bill_lines": made["bill_lines"] - before["bill_lines"],
                 "ledger_txns": made["ledger_txns"] - before["ledger_txns"], "books_ok": check.ok}
     finally:
@@ -171,6 +233,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 accounts (under a minute)")
     parser.add_argument("--accounts", type=int, default=None)
+    parser.add_argument("--profile", action="store_true", help="cProfile the timed run (stderr); slows it down")
     args = parser.parse_args()
     accounts = args.accounts or (10_000 if args.quick else 100_000)
-    print(json.dumps(asyncio.run(main(accounts))))
+    print(json.dumps(asyncio.run(main(accounts, args.profile))))

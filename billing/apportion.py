@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -88,14 +89,18 @@ def largest_remainder(whole: int, ids: Sequence[str], weights: Sequence[Decimal]
     _check(ids, weights)
     if whole < 0:
         return [-p for p in largest_remainder(-whole, ids, weights)]
-    fractions = [Fraction(w) for w in weights]
-    total_weight = sum(fractions, Fraction(0))
+    # Exact integer arithmetic (as fast as it is exact): the weights over one common denominator,
+    # quota_i = whole * w_i / total; the floor and remainder of that division order the same as Fractions.
+    ratios = [Fraction(w).as_integer_ratio() for w in weights]
+    common = math.lcm(*(d for _, d in ratios)) if ratios else 1
+    scaled = [n * (common // d) for n, d in ratios]
+    total_weight = sum(scaled)
     if total_weight == 0:
-        fractions, total_weight = [Fraction(1)] * len(ids), Fraction(len(ids))
-    quotas = [whole * f / total_weight for f in fractions]
-    parts = [q.numerator // q.denominator for q in quotas]
+        scaled, total_weight = [1] * len(ids), len(ids)
+    split = [divmod(whole * w, total_weight) for w in scaled]
+    parts = [q for q, _ in split]
     left = whole - sum(parts)
-    order = sorted(range(len(ids)), key=lambda i: (-(quotas[i] - parts[i]), ids[i]))
+    order = sorted(range(len(ids)), key=lambda i: (-split[i][1], ids[i]))
     for i in order[:left]:
         parts[i] += 1
     return parts

@@ -84,12 +84,12 @@ class LazyPaymentStarter:
     def __init__(self, app: web.Application) -> None:
         self.app = app
 
-    async def start(self, account_id: int, amount: Money, channel: str, openid: str | None,
-                    *, return_url: str | None = None) -> dict[str, Any]:
+    async def start(self, account_id: int, amount: Money | None, channel: str, openid: str | None,
+                    *, return_url: str | None = None, bill_id: int | None = None) -> dict[str, Any]:
         from meterpay.web import SESSIONS, SETTINGS
         from payments.registry import ProviderPaymentStarter
         from payments.views import PAYMENTS
 
         starter = ProviderPaymentStarter(self.app[SESSIONS], self.app[PAYMENTS].providers,
                                          self.app[SETTINGS].public_url)
-        return await starter.start(account_id, amount, channel, openid, return_url=return_url)
+        return await starter.start(account_id, amount, channel, openid, return_url=return_url, bill_id=bill_id)

@@ -15,6 +15,7 @@ from api.errors import ApiError
 from api.starter import CHANNELS, MAX_AMOUNT, MIN_AMOUNT
 from api.wechat_login import LoginRefused, WeChatDown, oauth_openid
 from billing.money import Money, MoneyError
+from services.bill_payments import PayableBill, payable_bill
 from services.tenant import pay_signature
 
 PRESETS = (Money.yuan(20), Money.yuan(50), Money.yuan(100), Money.yuan(200))
@@ -64,9 +65,42 @@ def _form(request: web.Request, account_id: int, sig: str, found: Any, amount: s
                  channel=channel or ("wechatpay_jsapi" if in_wechat else "alipay_wap"))
 
 
+async def _bill(request: web.Request, account_id: int, raw: str) -> PayableBill:
+    """The account's bill a link or form names, or a 404 page."""
+    bill_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else 0
+    async with ctx(request).port.sessions() as session:
+        bill = await payable_bill(session, bill_id, account_id) if bill_id else None
+    if bill is None:
+        raise web.HTTPNotFound(text=ENV.get_template("error.html").render(message="该账单不存在。"),
+                               content_type="text/html")
+    return bill
+
+
+def _bill_amount(raw: str, bill: PayableBill) -> Money | str:
+    """Empty: all that is outstanding; else a part of it."""
+    if not raw:
+        return bill.outstanding
+    amount = _amount(raw)
+    if isinstance(amount, Money) and amount > bill.outstanding:
+        return f"金额不能超过待缴的 {bill.outstanding.to_yuan_str()} 元"
+    return amount
+
+
+def _bill_form(request: web.Request, account_id: int, sig: str, found: Any, bill: PayableBill, amount: str = "",
+               channel: str = "", error: str = "", status: int = 200) -> web.Response:
+    mine, _ = found
+    in_wechat = "MicroMessenger" in request.headers.get("User-Agent", "")
+    return _page("bill.html", status, room=mine.room.label, account=account_id, sig=sig, bill=bill,
+                 amount=amount or bill.outstanding.to_yuan_str(), error=error or ("" if bill.payable else "该账单无需支付"),
+                 channel=channel or ("wechatpay_jsapi" if in_wechat else "alipay_wap"))
+
+
 async def pay_form(request: web.Request) -> web.Response:
-    """The amount and method picker for one account."""
+    """The amount and method picker for one account (with `bill`: for paying that bill)."""
     account_id, sig, found = await _account(request, request.query)
+    if request.query.get("bill"):
+        bill = await _bill(request, account_id, request.query["bill"])
+        return _bill_form(request, account_id, sig, found, bill, request.query.get("amount", "")[:12])
     preset = request.query.get("amount", "")
     return _form(request, account_id, sig, found, preset if not isinstance(_amount(preset), str) else "")
 
@@ -75,6 +109,8 @@ async def start(request: web.Request) -> web.StreamResponse:
     """Start the payment and hand the phone to the provider (Alipay page or WeChat's JS bridge)."""
     form = await request.post()
     account_id, sig, found = await _account(request, form)
+    if form.get("bill"):
+        return await _start_bill(request, form, account_id, sig, found)
     raw, channel = str(form.get("amount", "")).strip(), str(form.get("channel", ""))
     amount = _amount(raw)
     if channel not in CHANNELS:
@@ -96,13 +132,44 @@ async def start(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(result)
 
 
+async def _start_bill(request: web.Request, form: Any, account_id: int, sig: str, found: Any) -> web.StreamResponse:
+    """Start paying a bill (all that is outstanding, or the part typed in)."""
+    bill = await _bill(request, account_id, str(form.get("bill", "")))
+    raw, channel = str(form.get("amount", "")).strip(), str(form.get("channel", ""))
+    if not bill.payable:
+        return _bill_form(request, account_id, sig, found, bill, raw, channel, status=409)
+    if channel not in CHANNELS:
+        return _bill_form(request, account_id, sig, found, bill, raw, error="请选择支付方式", status=400)
+    amount = _bill_amount(raw, bill)
+    if isinstance(amount, str):
+        return _bill_form(request, account_id, sig, found, bill, raw, channel, error=amount, status=400)
+    c = ctx(request)
+    openid = _openid(request, c)
+    link = _link_query(account_id, sig, bill=str(bill.id))
+    if channel == "wechatpay_jsapi" and openid is None and c.official is not None:
+        raise _oauth_redirect(c, f"/pay/?{_link_query(account_id, sig, bill=str(bill.id), amount=raw)}")
+    started = await c.starter.start(account_id, amount, channel, openid, return_url=f"{c.public_url}/pay/result?{link}",
+                                    bill_id=bill.id)
+    result = f"/pay/result?{link}&{urlencode({'order': str(started['out_trade_no'])})}"
+    if started.get("pay_url"):
+        raise web.HTTPSeeOther(str(started["pay_url"]))
+    if started.get("jsapi_params"):
+        return _page("jsapi.html", params=started["jsapi_params"], result=result)
+    raise web.HTTPSeeOther(result)
+
+
 async def result(request: web.Request) -> web.Response:
     """The page that waits for the provider's notice and shows the new balance."""
     account_id, sig, (mine, balance) = await _account(request, request.query)
     order = (request.query.get("order") or request.query.get("out_trade_no") or "")[:64]  # Alipay appends out_trade_no
     status_url = f"/pay/status?{_link_query(account_id, sig, order=order)}" if order else ""
+    bill = request.query.get("bill", "")
+    if bill:  # a bill payment: back to that bill, which shows what is left to pay
+        await _bill(request, account_id, bill)
+        return _page("result.html", room=mine.room.label, balance=balance.to_yuan_str(), status_url=status_url,
+                     again=f"/pay/?{_link_query(account_id, sig, bill=bill)}", done="缴费成功", again_text="查看账单")
     return _page("result.html", room=mine.room.label, balance=balance.to_yuan_str(), status_url=status_url,
-                 again=f"/pay/?{_link_query(account_id, sig)}")
+                 again=f"/pay/?{_link_query(account_id, sig)}", done="充值成功", again_text="继续充值")
 
 
 async def status(request: web.Request) -> web.Response:

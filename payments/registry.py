@@ -20,7 +20,8 @@ from meterpay.web import SETTINGS
 from payments.alipay import AlipayConfig, AlipayProvider
 from payments.provider import PaymentProvider
 from payments.wechatpay import WechatPayConfig, WechatPayProvider
-from services.errors import ServiceError
+from services.bill_payments import create_bill_payment, payable_bill
+from services.errors import NotFound, ServiceError
 from services.payments import create_payment
 
 # channel as the pay page names it -> (provider, provider channel); bare names pick a default
@@ -66,7 +67,7 @@ async def providers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 class ProviderPaymentStarter:
-    """The tenant API's PaymentStarter: open a recharge order at the provider the channel names."""
+    """The tenant API's PaymentStarter: open a recharge (or bill) order at the provider the channel names."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], providers: Mapping[str, PaymentProvider],
                  public_url: str) -> None:
@@ -82,18 +83,30 @@ class ProviderPaymentStarter:
             raise ServiceError(f"payment channel {channel!r} is not available")
         return provider, sub
 
-    async def start(self, account_id: int, amount: Money, channel: str, openid: str | None, *,
+    async def start(self, account_id: int, amount: Money | None, channel: str, openid: str | None, *,
                     return_url: str | None = None, idempotency_key: str | None = None,
-                    meter_id: int | None = None) -> dict[str, Any]:
-        """Create the order and return what the page needs to let the tenant pay."""
+                    meter_id: int | None = None, bill_id: int | None = None) -> dict[str, Any]:
+        """Create the order and return what the page needs to let the tenant pay.
+
+        With `bill_id` the order pays that bill of `account_id` (amount None: all that is outstanding).
+        """
         provider, sub = self.resolve(channel)
+        key, url = idempotency_key or f"pay:{uuid.uuid4().hex}", notify_url(self.public_url, provider.name)
         async with self.sessions() as session:
-            order = await create_payment(session, account_id, amount, provider, sub,
-                                         idempotency_key or f"pay:{uuid.uuid4().hex}", openid, meter_id,
-                                         notify_url=notify_url(self.public_url, provider.name),
-                                         return_url=return_url)
+            if bill_id is not None:
+                if await payable_bill(session, bill_id, account_id) is None:
+                    raise NotFound(f"bill {bill_id} is not a bill of account {account_id}")
+                await session.commit()
+                order = await create_bill_payment(session, bill_id, amount, provider, sub, key, openid,
+                                                  notify_url=url, return_url=return_url)
+            elif amount is None:
+                raise ServiceError("a recharge needs an amount")
+            else:
+                order = await create_payment(session, account_id, amount, provider, sub, key, openid, meter_id,
+                                             notify_url=url, return_url=return_url)
         start = (order.raw or {}).get("starts", {}).get(f"{provider.name}:{sub}", {})
         return {"order_id": order.id, "out_trade_no": order.out_trade_no, "provider": provider.name,
+                "kind": order.kind, "bill_id": bill_id,
                 "channel": sub, "amount_fen": order.amount_fen, "state": order.state,
                 "qr_code": start.get("qr_code"), "pay_url": start.get("pay_url"),
                 "jsapi_params": start.get("jsapi_params")}

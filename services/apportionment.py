@@ -34,7 +34,7 @@ from billing.pricing import price_interval
 from billing.tariffs import TariffVersion as PureVersion, parse_tariff
 from services.errors import Conflict, NotFound, ServiceError
 from services.fees import cut_off_exhausted
-from services.bulk import chunks, post_many, write_rows
+from services.bulk import chunks, core_rows, post_many, write_rows
 from services.occupancy import Tenancy, instants, occupant_at_end, site_zone, tenancies
 from store.models import (Account, ApportionGroup, ApportionMember, ApportionRun, ApportionShare, AuditEntry,
                           Meter, Reading, Room, TariffVersion)
@@ -80,17 +80,15 @@ async def create_group(session: AsyncSession, site_id: int, spec: dict[str, Any]
     return group
 
 
-async def _usage_by_meter(session: AsyncSession, meter_ids: list[int], period: Period, tz) -> dict[int, tuple[int, int]]:
-    """(quantity, amount_fen) of each meter's billed readings taken in the period."""
+async def _usage_by_meter(session: AsyncSession, site_id: int, period: Period, tz) -> dict[int, tuple[int, int]]:
+    """(quantity, amount_fen) of each of the site's meters' billed readings taken in the period."""
     start, end = instants(period, tz)
-    out: dict[int, tuple[int, int]] = {}
-    for part in chunks(meter_ids):
-        rows = await session.execute(
-            select(Reading.meter_id, func.sum(Reading.quantity), func.sum(Reading.amount_fen))
-            .where(Reading.meter_id.in_(part), Reading.verdict.in_(BILLING_VERDICTS),
-                   Reading.taken_at >= start, Reading.taken_at < end).group_by(Reading.meter_id))
-        out.update({m: (int(q or 0), int(a or 0)) for m, q, a in rows})
-    return out
+    rows = await core_rows(session,
+        select(Reading.meter_id, func.sum(Reading.quantity), func.sum(Reading.amount_fen))
+        .join(Meter, Meter.id == Reading.meter_id)
+        .where(Meter.site_id == site_id, Reading.verdict.in_(BILLING_VERDICTS),
+               Reading.taken_at >= start, Reading.taken_at < end).group_by(Reading.meter_id))
+    return {m: (int(q or 0), int(a or 0)) for m, q, a in rows}
 
 
 async def price_unpriced(session: AsyncSession, master: Meter, period: Period, tz) -> int:
@@ -165,16 +163,20 @@ async def run_apportionment(session: AsyncSession, site_id: int, period: Period,
     for t in found:
         by_room[t.room_id].append(t)
     members: dict[int, list[Any]] = defaultdict(list)
-    for part in chunks([g.id for g in todo]):
-        for m in await session.execute(select(
-                ApportionMember.group_id, ApportionMember.room_id, ApportionMember.meter_id, ApportionMember.ratio)
-                .where(ApportionMember.group_id.in_(part)).order_by(ApportionMember.id)):
+    todo_ids = {g.id for g in todo}
+    for m in await core_rows(session, select(
+            ApportionMember.group_id, ApportionMember.room_id, ApportionMember.meter_id, ApportionMember.ratio)
+            .join(ApportionGroup, ApportionGroup.id == ApportionMember.group_id)
+            .where(ApportionGroup.site_id == site_id, ApportionGroup.active.is_(True))
+            .order_by(ApportionMember.id)):
+        if m.group_id in todo_ids:
             members[m.group_id].append(m)
-    meters = {row.id: row for row in (await session.execute(
+    meters = {row.id: row for row in (await core_rows(session,
         select(Meter.id, Meter.room_id, Meter.account_id, Meter.utility, Meter.is_master)
         .where(Meter.site_id == site_id))).all()}
-    areas = {i: Decimal(a or 0) for i, a in await session.execute(select(Room.id, Room.area_m2).where(Room.site_id == site_id))}
-    usage = await _usage_by_meter(session, sorted(meters), period, tz)
+    areas = {i: Decimal(a or 0) for i, a in await core_rows(session, select(Room.id, Room.area_m2).where(
+        Room.site_id == site_id))}
+    usage = await _usage_by_meter(session, site_id, period, tz)
     room_meters: dict[tuple[int, str], list[int]] = defaultdict(list)
     for mid, row in meters.items():
         if row.room_id is not None and not row.is_master:
@@ -230,7 +232,7 @@ async def run_apportionment(session: AsyncSession, site_id: int, period: Period,
 
 async def shares_for_bills(session: AsyncSession, site_id: int, period: Period) -> list[dict[str, Any]]:
     """Bill-collected shares of the period that fall on an account, for services.postpaid."""
-    rows = await session.execute(
+    rows = await core_rows(session,
         select(ApportionShare.account_id, ApportionShare.amount_fen, ApportionShare.source_key,
                ApportionShare.weight, ApportionGroup.name, Meter.utility)
         .join(ApportionRun, ApportionRun.id == ApportionShare.run_id)

@@ -12,7 +12,7 @@ from billing import postpaid as pure
 from billing.money import Money
 from billing.periods import Period
 from services.errors import NotFound
-from store.models import Account, Bill, BillLine, BillPayment, Tenant
+from store.models import Account, Bill, BillLine, BillPayment, Order, Tenant
 
 OPEN_STATUSES = ("issued", "partly_paid", "overdue")
 
@@ -62,8 +62,21 @@ async def get_bill(session: AsyncSession, bill_id: int) -> dict[str, Any]:
                          revenue=ln.revenue) for ln in lines]
     pays = await session.scalars(select(BillPayment).where(BillPayment.bill_id == bill_id).order_by(BillPayment.id))
     out["payments"] = [dict(key=p.key, provider=p.provider, amount_fen=p.amount_fen, applied_fen=p.applied_fen,
-                            change_fen=p.change_fen, paid_at=p.paid_at.isoformat()) for p in pays]
+                            change_fen=p.change_fen, paid_at=p.paid_at.isoformat(),
+                            out_trade_no=(p.raw or {}).get("out_trade_no"), trade_no=(p.raw or {}).get("trade_no"))
+                       for p in pays]
+    out["orders"] = await bill_orders(session, out["account_id"], bill_id)
     return out
+
+
+async def bill_orders(session: AsyncSession, account_id: int, bill_id: int) -> list[dict[str, Any]]:
+    """The online orders opened to pay this bill (services.bill_payments), newest first, whatever their state."""
+    rows = await session.scalars(select(Order).where(Order.account_id == account_id, Order.kind == "bill")
+                                 .order_by(Order.id.desc()))
+    return [dict(id=o.id, out_trade_no=o.out_trade_no, provider=o.provider, channel=o.channel,
+                 amount_fen=o.amount_fen, state=o.state, trade_no=o.provider_trade_no,
+                 created_at=o.created_at.isoformat(), paid_at=o.paid_at.isoformat() if o.paid_at else None)
+            for o in rows if (o.raw or {}).get("bill_id") == bill_id]
 
 
 def _as_pure(b: Bill) -> pure.Bill:

@@ -93,16 +93,17 @@ async def write_rows(session: AsyncSession, model: Any, rows: Sequence[dict[str,
             result = await session.execute(insert(model).returning(model.id, sort_by_parameter_order=True), list(part))
             ids += [i for (i,) in result.all()]
         return ids
+    columns = list(rows[0])
+    pick = itemgetter(*columns)
+    records = [pick(r) for r in rows] if len(columns) > 1 else [(pick(r),) for r in rows]
     ids = []
     if with_ids:
         seq = await driver.fetchval("SELECT pg_get_serial_sequence($1, 'id')", table.name)  # once, not per row
         ids = [r[0] for r in await driver.fetch("SELECT nextval($1::regclass) FROM generate_series(1, $2)",
                                                seq, len(rows))]
-        rows = [dict(r, id=i) for r, i in zip(rows, ids)]
-    columns = list(rows[0])
-    pick = itemgetter(*columns)
-    await driver.copy_records_to_table(table.name, records=[pick(r) for r in rows] if len(columns) > 1
-                                       else [(pick(r),) for r in rows], columns=columns)
+        records = [(i, *rec) for i, rec in zip(ids, records)]
+        columns = ["id", *columns]
+    await driver.copy_records_to_table(table.name, records=records, columns=columns)
     return ids
 
 

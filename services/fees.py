@@ -11,7 +11,6 @@ account below its overdraft triggers the usual cut-off (services.relay.apply_cre
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -26,7 +25,7 @@ from billing.money import Money
 from billing.periods import Period
 from services.errors import Conflict, NotFound, ServiceError
 from services import relay
-from services.bulk import chunks, post_many
+from services.bulk import among, core_rows, is_pg, parts, post_many
 from services.occupancy import Tenancy, site_zone, tenancies
 from store.models import Account, AuditEntry, FeeItem, LedgerAccount, Room
 
@@ -136,7 +135,7 @@ async def period_charges(session: AsyncSession, site_id: int, period: Period,
         return []
     if found is None:
         found = await tenancies(session, site_id, period, await site_zone(session, site_id))
-    rooms = {i: (b, a) for i, b, a in await session.execute(
+    rooms = {i: (b, a) for i, b, a in await core_rows(session,
         select(Room.id, Room.building_id, Room.area_m2).where(Room.site_id == site_id))}
     out: list[ChargeFor] = []
     for row in items:
@@ -161,9 +160,12 @@ class _Memo:
         key = (area, t.move_in, t.move_out)
         if key not in self._seen:
             self._seen[key] = pure.charges_for_period(item, area, pure.Occupancy("A", "R", t.move_in, t.move_out), period)
-        template, real = f"fee:{item.code}:R:A:", f"fee:{item.code}:{t.room_id}:{t.account_id}:"
-        return [dataclasses.replace(c, key=real + c.key[len(template):], account_id=str(t.account_id),
-                                    room_id=str(t.room_id)) for c in self._seen[key]]
+        cut, real = len(f"fee:{item.code}:R:A:"), f"fee:{item.code}:{t.room_id}:{t.account_id}:"
+        account, room = str(t.account_id), str(t.room_id)
+        # the constructor, not dataclasses.replace: same fields, a fifth of the cost at 100,000 rooms
+        return [pure.FeeCharge(real + c.key[cut:], c.item_code, account, room, c.period, c.due_on, c.amount,
+                               c.days_charged, c.days_in_period, c.collection, c.description)
+                for c in self._seen[key]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +200,12 @@ async def cut_off_exhausted(session: AsyncSession, account_ids: set[int]) -> int
     """Queue cut-offs for prepaid accounts a deduction left below their overdraft; returns how many."""
     if not account_ids:
         return 0
-    low = 0
-    for part in chunks(sorted(account_ids)):
+    low, pg = 0, await is_pg(session)
+    for part in parts(sorted(account_ids), pg):
         rows = await session.execute(
             select(Account, func.sum(LedgerAccount.balance_fen))
             .join(LedgerAccount, LedgerAccount.account_id == Account.id)
-            .where(Account.id.in_(part), LedgerAccount.code.like("wallet:%"), Account.payment_mode == "prepaid")
+            .where(among(Account.id, part, pg), LedgerAccount.code.like("wallet:%"), Account.payment_mode == "prepaid")
             .group_by(Account.id).having(func.sum(LedgerAccount.balance_fen) <= -Account.overdraft_fen))
         for acc, fen in rows:
             await relay.apply_credit_rules(session, acc, int(fen))

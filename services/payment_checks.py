@@ -4,6 +4,8 @@ Query schedule: an order still `created` is queried 1, 5 and 15 minutes after it
 then hourly until 24 h (the providers' notify retry window); a missed slot is not caught up
 twice (one query covers every slot that has passed). At 24 h with no payment it is `closed`; a
 payment reported later (by notify or reconciliation) still credits it, since closed is not final.
+Recharge and bill orders (services.bill_payments) are queried and reconciled alike; a bill order's
+ledger credit is its `billpay:order:<out_trade_no>` transaction (what settled the bill plus any change).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payments.provider import Notice, PaymentProvider, ProviderError
 from services.payment_refunds import send_refund
-from services.payments import handle_notice
+from services.bill_payments import payment_key
+from services.payments import PAID_KINDS, handle_notice
 from services.uow import in_transaction
 from store.models import LedgerTransaction, Order, Posting, ProviderPayment, ReconciliationItem
 from store.types import utcnow
@@ -50,7 +53,7 @@ async def query_pending(sessions: async_sessionmaker[AsyncSession], providers: M
     since = now - timedelta(seconds=SCHEDULE_S[-1] + 3600)
     async with sessions() as session:
         rows = (await session.execute(select(Order.id, Order.out_trade_no, Order.created_at, Order.raw).where(
-            Order.kind == "recharge", Order.state == "created", Order.created_at >= since))).all()
+            Order.kind.in_(PAID_KINDS), Order.state == "created", Order.created_at >= since))).all()
     queried = credited = closed = errors = 0
     for order_id, out_trade_no, created_at, raw in rows:
         due = slots_passed(created_at, now)
@@ -150,7 +153,7 @@ async def reconcile_day(sessions: async_sessionmaker[AsyncSession], providers: M
     end = start + timedelta(days=1)
     async with sessions() as session:
         orders = list(await session.scalars(select(Order).where(
-            Order.kind == "recharge", Order.provider.in_(list(providers)),
+            Order.kind.in_(PAID_KINDS), Order.provider.in_(list(providers)),
             or_(Order.paid_at.between(start, end), Order.created_at.between(start, end))).order_by(Order.id)))
         books = {o.id: await _ledger_and_refunds(session, o) for o in orders}
         extras = list(await session.scalars(select(ProviderPayment).where(
@@ -171,10 +174,17 @@ async def reconcile_day(sessions: async_sessionmaker[AsyncSession], providers: M
     return ReconReport(day.isoformat(), len(orders), found)
 
 
+def credit_key(order: Order) -> str:
+    """The ledger transaction that took an order's money in."""
+    if order.kind == "bill":
+        return f"billpay:{payment_key(order.out_trade_no)}"
+    return f"recharge:{order.out_trade_no}"
+
+
 async def _ledger_and_refunds(session: AsyncSession, order: Order) -> tuple[int, int]:
     credit = await session.scalar(select(func.coalesce(func.sum(Posting.amount_fen), 0))
                                   .join(LedgerTransaction, LedgerTransaction.id == Posting.txn_id)
-                                  .where(LedgerTransaction.key == f"recharge:{order.out_trade_no}",
+                                  .where(LedgerTransaction.key == credit_key(order),
                                          Posting.amount_fen > 0))
     refunded = await session.scalar(select(func.coalesce(func.sum(Order.amount_fen), 0)).where(
         Order.refund_of == order.id, Order.kind == "refund", Order.state == "refunded"))

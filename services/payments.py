@@ -15,6 +15,8 @@ The rules (payments/README.md has the adapter side):
 - An order may be open at more than one provider (the tenant switched channel). The first payment
   credits; any later payment for the same order is an `extra` ProviderPayment, refunded in full
   by the `payment_refund` outbox job (services.payment_refunds).
+- A bill order (kind `bill`, services.bill_payments) is paid the same way; its credit settles the
+  bill (services.postpaid.pay_bill, ledger key `billpay:order:<out_trade_no>`) instead of a top-up.
 - After a refund: a repeated `paid` notice is a no-op (the ledger key exists); a `refunded`
   notice confirms our refund order; refunds we did not make become a conflict; a WeChat refund
   that ended CLOSED/ABNORMAL gives the money back to the wallet (services.payment_refunds).
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 REFUND_TOPIC = "payment_refund"
 outbox.register_topic(REFUND_TOPIC, "refund_extra_payment")
 OPEN_STATES = ("created", "closed", "failed", "conflict")  # not paid yet: a payment may still come
+PAID_KINDS = ("recharge", "bill")  # orders a provider is paid for: a wallet top-up, or a bill (services.bill_payments)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ async def create_payment(session: AsyncSession, account_id: int, amount: Money, 
     order = await _open_order(session, account_id, wallets.require_money(amount), provider.name, channel,
                               idempotency_key, meter_id, actor)
     await session.commit()
+    return await open_at_provider(session, order, provider, channel, subject, notify_url, openid, return_url)
+
+
+async def open_at_provider(session: AsyncSession, order: Order, provider: PaymentProvider, channel: str,
+                           subject: str, notify_url: str, openid: str | None, return_url: str | None) -> Order:
+    """Open a committed `created` order at `provider` once per provider and channel; store its PayStart."""
     starts = dict((order.raw or {}).get("starts", {}))
     slot = f"{provider.name}:{channel}"
     if order.state != "created" or slot in starts:
@@ -105,7 +114,7 @@ async def _open_order(session: AsyncSession, account_id: int, amount: Money, pro
 async def handle_notice(session: AsyncSession, notice: Notice) -> NoticeOutcome:
     """Apply one verified notice (from a notify or a query) in the caller's transaction."""
     order = await session.scalar(select(Order).where(
-        Order.out_trade_no == notice.out_trade_no, Order.kind == "recharge").with_for_update())
+        Order.out_trade_no == notice.out_trade_no, Order.kind.in_(PAID_KINDS)).with_for_update())
     if order is None:
         log.warning("%s notice for unknown order %s: answered failure, the provider will retry",
                     notice.provider, notice.out_trade_no)
@@ -141,7 +150,9 @@ async def _paid(session: AsyncSession, order: Order, notice: Notice) -> NoticeOu
                                 amount_fen=notice.amount.fen, role="primary", status="credited"))
     order.provider, order.provider_trade_no = notice.provider, notice.trade_no
     order.paid_at = notice.paid_at or utcnow()
-    if await wallets.credit_order(session, order, actor=f"{notice.provider}:notify"):
+    if order.kind == "bill":
+        await bill_payments.credit_bill_order(session, order)
+    elif await wallets.credit_order(session, order, actor=f"{notice.provider}:notify"):
         await _after_credit(session, order)
     return NoticeOutcome(True, "credited")
 
@@ -220,4 +231,4 @@ def _plain(raw: dict[str, Any]) -> dict[str, Any]:
             for k, v in raw.items()}
 
 
-from services import payment_refunds  # noqa: E402  (it builds on the names above)
+from services import bill_payments, payment_refunds  # noqa: E402  (they build on the names above)

@@ -15,6 +15,8 @@ Ledger rule (signs as billing.ledger: a negative receivable is what the tenant o
   key ``<bill key>:issue``; a zero bill posts nothing and is paid at once;
 - payment: ``cash:<provider> -> receivable:<account>`` for the part applied, and any change
   ``cash:<provider> -> wallet:<account>``, one transaction keyed ``billpay:<payment key>``;
+  money that finds nothing to settle (the bill was paid by another channel meanwhile, or voided)
+  is all change: it goes to the tenant's wallet, it is never lost nor refunded automatically;
 - voiding an issued, unpaid bill posts the exact reversal, key ``<bill key>:void``.
 """
 
@@ -36,7 +38,7 @@ from services import ledger
 from services.apportionment import BILLING_VERDICTS, revenue_for_common, shares_for_bills
 from services.errors import Conflict, NotFound, ServiceError
 from services.fees import ChargeFor, period_charges, revenue_for_fee
-from services.bulk import chunks, write_rows
+from services.bulk import among, core_rows, is_pg, parts, write_rows
 from services.occupancy import Tenancy, instants, site_zone
 from services.wallets import PROVIDERS, require_money
 from store.models import Account, AuditEntry, Bill, BillLine, BillPayment, Meter, Reading, Site
@@ -50,7 +52,7 @@ Line = tuple[pure.BillLine, str]  # a pure line and the revenue account it is ea
 
 async def _usage_lines(session: AsyncSession, site_id: int, period: Period, tz) -> dict[int, list[Line]]:
     start, end = instants(period, tz)
-    rows = await session.execute(
+    rows = await core_rows(session,
         select(Reading.account_id, Reading.meter_id, Meter.utility, Meter.address,
                func.sum(Reading.quantity), func.sum(Reading.amount_fen))
         .join(Meter, Meter.id == Reading.meter_id).join(Account, Account.id == Reading.account_id)
@@ -104,19 +106,20 @@ async def generate_bills(session: AsyncSession, site_id: int, period: Period, ac
         raise NotFound(f"site {site_id} not found")
     due_on = period.last_day + timedelta(days=int((site.settings or {}).get("bill_due_days", DEFAULT_DUE_DAYS)))
     lines = await period_lines(session, site_id, period, found, charges)
-    postpaid = await session.scalars(select(Account.id).where(
+    postpaid = await core_rows(session, select(Account.id).where(
         Account.site_id == site_id, Account.payment_mode == "postpaid", Account.state == "open"))
-    for acc in postpaid:
+    for (acc,) in postpaid:
         lines.setdefault(acc, [])
-    existing = {b.account_id: b for b in await session.scalars(select(Bill).where(
+    existing = {r.account_id: r for r in await core_rows(session, select(Bill.id, Bill.account_id, Bill.status).where(
         Bill.site_id == site_id, Bill.period_start == period.start, Bill.period_end == period.end))}
     new_rows, regenerated, now = [], 0, utcnow()
     stored = await _stored_lines(session, [b.id for b in existing.values() if b.status == "draft"])
     for acc, acc_lines in sorted(lines.items()):
-        row = existing.get(acc)
-        if row is not None and (row.status != "draft" or stored.get(row.id, set()) == _signature(acc_lines)):
+        known = existing.get(acc)
+        if known is not None and (known.status != "draft" or stored.get(known.id, set()) == _signature(acc_lines)):
             continue
         bill = pure.generate(None, str(acc), period, [ln for ln, _ in acc_lines], due_on)
+        row = await session.get(Bill, known.id) if known is not None else None  # a draft to regenerate
         if row is None:
             new_rows.append(dict(site_id=site_id, account_id=acc, key=bill.key, number=bill.number,
                                  period_start=period.start, period_end=period.end, due_on=due_on, status="draft",
@@ -140,9 +143,10 @@ def _signature(lines: list[Line]) -> set[tuple[str, int]]:
 
 async def _stored_lines(session: AsyncSession, bill_ids: list[int]) -> dict[int, set[tuple[str, int]]]:
     out: dict[int, set[tuple[str, int]]] = defaultdict(set)
-    for part in chunks(bill_ids):
-        for bill_id, key, fen in await session.execute(select(BillLine.bill_id, BillLine.source_key,
-                                                              BillLine.amount_fen).where(BillLine.bill_id.in_(part))):
+    pg = await is_pg(session)
+    for part in parts(bill_ids, pg):
+        for bill_id, key, fen in await session.execute(select(BillLine.bill_id, BillLine.source_key, BillLine.amount_fen)
+                                                       .where(among(BillLine.bill_id, part, pg))):
             out[bill_id].add((key, fen))
     return out
 
@@ -254,6 +258,10 @@ async def pay_bill(session: AsyncSession, bill_id: int, amount: Money, key: str,
     before = row.status
     try:
         outcome = pure.apply_payment(bill, amount, key)
+    except pure.BillTransitionError:
+        if bill.status is not pure.BillStatus.VOID:
+            raise Conflict(f"bill {row.number} is {row.status}: it cannot take payments yet") from None
+        outcome = pure.PaymentOutcome(bill, Money(0), amount)  # voided while the tenant paid: all change
     except pure.BillError as ex:
         raise Conflict(str(ex)) from ex
     postings = [PurePosting(cash_code(provider), -amount)]
