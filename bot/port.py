@@ -78,11 +78,11 @@ class UsageView:
 
 @dataclass(frozen=True, slots=True)
 class OrderView:
-    """A recharge or refund order."""
+    """A recharge, refund or bill-payment order."""
 
     order_no: str
     room: RoomView
-    kind: Literal["recharge", "refund"]
+    kind: Literal["recharge", "refund", "bill"]
     amount: Money
     status: Literal["pending", "paid", "failed", "refunded"]
     channel: str  # "wechatpay", "alipay", "cash", ...

@@ -101,6 +101,7 @@ WORDS: dict[str, dict[Lang, str]] = {
     "last_month": {"zh": "上月", "en": "last month"},
     "recharge": {"zh": "充值", "en": "top-up"},
     "refund": {"zh": "退款", "en": "refund"},
+    "bill": {"zh": "缴账单", "en": "bill payment"},
     "pending": {"zh": "处理中", "en": "pending"},
     "paid": {"zh": "已到账", "en": "paid"},
     "failed": {"zh": "失败", "en": "failed"},

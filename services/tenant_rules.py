@@ -80,7 +80,8 @@ def room_label(building: str | None, number: str | None, account_code: str) -> s
 
 
 def order_view(o: Any, room: RoomView) -> OrderView:
-    return OrderView(o.out_trade_no, room, "refund" if o.kind == "refund" else "recharge", Money(o.amount_fen),
+    kind = o.kind if o.kind in ("refund", "bill") else "recharge"
+    return OrderView(o.out_trade_no, room, kind, Money(o.amount_fen),
                      ORDER_STATUS.get(o.state, "pending"), o.provider, o.created_at)  # type: ignore[arg-type]
 
 

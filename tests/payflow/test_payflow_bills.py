@@ -276,6 +276,8 @@ async def test_the_api_lists_a_payable_bill_and_pays_part_of_it(shop, tenant_app
 
     [after] = (await (await client.get("/api/bills", headers=auth)).json())["bills"]
     assert (after["outstanding_fen"], after["payable"]) == (TOTAL - 2346, True)
+    orders = (await (await client.get("/api/orders", headers=auth)).json())["orders"]
+    assert [o["kind"] for o in orders if o["order_no"] == started["out_trade_no"]] == ["bill"]
     unknown = await client.post("/api/payments", headers=auth, json={"bill_no": "nope", "channel": "alipay_wap"})
     assert unknown.status == 404
 
