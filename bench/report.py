@@ -5,10 +5,11 @@
    the page's daily chart and twelve-month (YoY) chart queries. Median of three. The roll-ups are generated in bulk (the point is the report query).
 2. batch_wire_ratio: a relay batch of 10,000 commands across 16 simulated gateways (one RS485
    bus each, DL/T 645 meters, 9600 baud serial timing in a simulator subprocess) driven through
-   services.batches -> meter_commands rows -> DbCommandStore + one CommandExecutor per gateway,
-   divided by the wire-time limit (commands per bus x the wire time of one relay command in the
-   simulator's own serial model). Each executor keeps a few commands of distinct meters in
-   flight so database writes overlap bus time; one meter never has two commands in flight.
+   services.batches -> meter_commands rows -> services.command_lanes (one lane per gateway, a
+   few commands of distinct meters in flight per bus, claims and outcomes written in group
+   transactions), wall time from creating the task to every item done, divided by the wire-time
+   limit: the serial wire time of the frames the busiest bus actually carried, summed by the
+   simulator (batch_ideal_wire_s = commands per bus x one relay command's exchanges, for comparison).
 
 `--quick` (under a minute): one month of daily roll-ups, 800 commands. PostgreSQL is used when
 reachable (TEST_DATABASE_URL or the local default), else SQLite; `--sqlite` forces SQLite.

@@ -42,8 +42,9 @@ class Selector:
 
 
 async def select_meters(session: AsyncSession, sel: Selector) -> list[tuple[int, int | None]]:
-    """(meter id, account id) of every matching meter, in id order."""
-    stmt = select(Meter.id, Meter.account_id).where(Meter.site_id == sel.site_id).order_by(Meter.id)
+    """(meter id, account id) of every matching meter, dealt round the buses (see `spread`)."""
+    stmt = (select(Meter.id, Meter.account_id, Meter.gateway_id, Meter.port)
+            .where(Meter.site_id == sel.site_id).order_by(Meter.id))
     if sel.building_id is not None or sel.floor_id is not None:
         stmt = stmt.join(Room, Room.id == Meter.room_id)
         if sel.building_id is not None:
@@ -60,7 +61,19 @@ async def select_meters(session: AsyncSession, sel: Selector) -> list[tuple[int,
         stmt = stmt.where(STATE_FILTERS[sel.state]())
     if sel.meter_ids:
         stmt = stmt.where(Meter.id.in_(sel.meter_ids))
-    return [(int(m), a) for m, a in await session.execute(stmt)]
+    return spread([(int(m), a, g, p) for m, a, g, p in await session.execute(stmt)])
+
+
+def spread(meters: list[tuple[int, int | None, int | None, int]]) -> list[tuple[int, int | None]]:
+    """The first meter of every bus, then the second of every bus, ...: a batch is run (and its
+    commands queued) chunk by chunk in this order, so every gateway's bus starts in the first
+    chunk instead of the last gateway waiting for all the others' commands to be queued."""
+    rank: dict[tuple[int | None, int], int] = {}
+    keyed = []
+    for meter_id, account_id, gateway_id, port in meters:  # in id order
+        n = rank[(gateway_id, port)] = rank.get((gateway_id, port), -1) + 1
+        keyed.append((n, gateway_id or 0, port, meter_id, account_id))
+    return [(meter_id, account_id) for *_, meter_id, account_id in sorted(keyed)]
 
 
 async def check_params(session: AsyncSession, site_id: int, action: str, params: dict[str, Any]) -> dict[str, Any]:

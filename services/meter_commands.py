@@ -1,24 +1,32 @@
 """The database behind devices.commands.CommandStore: meter_commands rows, claimed safely, confirmed once.
 
-`due` claims commands by pushing their `next_attempt_at` forward by a claim lease inside the
+`claim` takes commands by pushing their `next_attempt_at` forward by a claim lease inside the
 claiming transaction (PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED; SQLite has one writer at a
 time anyway), so two executor processes never pick the same row at once, and a crashed one's
 claims come back when the lease runs out. A confirmation writes what the meter now is
 (relay/valve state, purchase counter), settles a pending meter credit in the ledger and leaves
 an audit entry, all in the transaction that marks the row confirmed.
+
+Outcomes are written in groups (`save_many`, and `GroupCommit` to coalesce the saves of many
+executors running at once into one transaction), so a busy bus does not wait on one database
+round trip per command. A `sent` mark that finds its row settled meanwhile (cancelled by staff
+or by a batch that gave up) raises `CommandWithdrawn`: the write never leaves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from devices.commands import OPEN_STATES, WANT_CLOSED, Command
+from devices.errors import DeviceError
 from devices.sample import MeterRef
 from services import meter_credit
 from services.uow import in_transaction
@@ -28,6 +36,11 @@ from store.types import utcnow
 log = logging.getLogger(__name__)
 ACTOR = "system:commands"
 AUDITED = frozenset(WANT_CLOSED) | {"push_credit"}
+SaveMany = Callable[[list[Command]], Awaitable[set[str]]]
+
+
+class CommandWithdrawn(DeviceError):
+    """The command was settled elsewhere (cancelled) before its write left: it is not sent."""
 
 
 def to_command(row: MeterCommand, gateway: str, port: int, address: str) -> Command:
@@ -36,81 +49,247 @@ def to_command(row: MeterCommand, gateway: str, port: int, address: str) -> Comm
                    attempts=row.attempts, next_attempt_at=row.next_attempt_at, last_error=row.last_error)
 
 
+class GroupCommit:
+    """Saves from many concurrent callers, written together: one transaction per round.
+
+    A round takes every save queued so far (up to `max_group`), in order; while it runs, new
+    saves queue for the next one. If the group's transaction fails, its saves are retried one by
+    one so a single bad row fails only its own caller.
+    """
+
+    def __init__(self, save_many: SaveMany, max_group: int = 200) -> None:
+        self.save_many, self.max_group = save_many, max_group
+        self._queue: list[tuple[Command, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.rounds = 0
+
+    async def save(self, command: Command) -> bool:
+        """Queue one save and wait for its round; True if the row was no longer open (refused)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((command, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="meter command writes")
+        return await asyncio.shield(future)  # a cancelled caller does not take its save away from the round
+
+    async def close(self) -> None:
+        """Let queued saves finish (a stopping runtime still records what the meters did)."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self.max_group], self._queue[self.max_group:]
+            self.rounds += 1
+            try:
+                refused = await self.save_many([c for c, _ in group])
+            except Exception:  # noqa: BLE001 - fall back to one transaction per save below
+                log.warning("a group of %d command saves failed; saving them one by one", len(group), exc_info=True)
+                for command, future in group:
+                    try:
+                        one = await self.save_many([command])
+                    except Exception as ex:  # noqa: BLE001 - handed to that caller
+                        _settle(future, exc=ex)
+                    else:
+                        _settle(future, result=command.id in one)
+                continue
+            for command, future in group:
+                _settle(future, result=command.id in refused)
+
+
+def _settle(future: asyncio.Future[bool], result: bool = False, exc: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 class DbCommandStore:
-    """CommandStore on meter_commands; `gateways` limits it to the gateways this process drives."""
+    """CommandStore on meter_commands; `gateways` limits it to the gateways this process drives.
+
+    With `group` set, saves go through that GroupCommit (shared by every executor of a runtime).
+    """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], gateways: Collection[str] | None = None,
-                 claim_s: float = 300.0) -> None:
-        self.sessions, self.claim_s = sessions, claim_s
+                 claim_s: float = 300.0, group: GroupCommit | None = None) -> None:
+        self.sessions, self.claim_s, self.group = sessions, claim_s, group
         self.gateways = None if gateways is None else frozenset(gateways)
+        self._withdrawn: set[str] = set()
 
     async def due(self, now: datetime, limit: int = 100) -> list[Command]:
         """Claim up to `limit` queued/sent commands that are due, oldest first."""
-        return await in_transaction(self.sessions, lambda s: self._claim(s, now, limit))
+        return await self.claim(now, limit, self.gateways)
 
-    async def _claim(self, session: AsyncSession, now: datetime, limit: int) -> list[Command]:
-        stmt = (select(MeterCommand, Gateway.code, Meter.port, Meter.address)
+    async def claim(self, now: datetime, limit: int, gateways: Collection[str] | None) -> list[Command]:
+        """Claim up to `limit` due commands of these gateways (None: every gateway), in one transaction."""
+        return await in_transaction(self.sessions, lambda s: self._claim(s, now, limit, gateways))
+
+    async def _claim(self, session: AsyncSession, now: datetime, limit: int,
+                     gateways: Collection[str] | None) -> list[Command]:
+        stmt = (select(MeterCommand.id, MeterCommand.kind, MeterCommand.expires_at, MeterCommand.params,
+                       MeterCommand.state, MeterCommand.attempts, MeterCommand.next_attempt_at, MeterCommand.last_error,
+                       Gateway.code, Meter.port, Meter.address)
                 .join(Meter, Meter.id == MeterCommand.meter_id).join(Gateway, Gateway.id == Meter.gateway_id)
                 .where(MeterCommand.state.in_(OPEN_STATES), MeterCommand.next_attempt_at <= now)
                 .order_by(MeterCommand.next_attempt_at, MeterCommand.id).limit(limit))
-        if self.gateways is not None:
-            stmt = stmt.where(Gateway.code.in_(self.gateways))
+        if gateways is not None:
+            stmt = stmt.where(Gateway.code.in_(sorted(gateways)))
         if session.bind.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True, of=MeterCommand)
+        rows = (await session.execute(stmt)).all()
         lease = now + timedelta(seconds=self.claim_s)
-        out = []
-        for row, gateway, port, address in (await session.execute(stmt)).all():
-            row.next_attempt_at = lease  # the claim: invisible to other executors until the lease ends
-            out.append(to_command(row, gateway, port, address))
-        return out
+        if rows:  # the claim: invisible to other executors until the lease ends
+            await session.execute(update(MeterCommand).where(MeterCommand.id.in_([r.id for r in rows]))
+                                  .values(next_attempt_at=lease).execution_options(synchronize_session=False))
+        return [replace(to_command(row, row.code, row.port, row.address), next_attempt_at=lease) for row in rows]  # type: ignore[arg-type]
+
+    async def due_gateways(self, now: datetime, gateways: Collection[str]) -> set[str]:
+        """Which of these gateways have a command due (a cheap look, nothing claimed)."""
+        async with self.sessions() as session:
+            stmt = (select(Gateway.code).distinct().join(Meter, Meter.gateway_id == Gateway.id)
+                    .join(MeterCommand, MeterCommand.meter_id == Meter.id)
+                    .where(MeterCommand.state.in_(OPEN_STATES), MeterCommand.next_attempt_at <= now,
+                           Gateway.code.in_(sorted(gateways))))
+            return set(await session.scalars(stmt))
+
+    async def release(self, commands: Collection[Command], now: datetime) -> None:
+        """Hand claimed commands that were never started back (due now), e.g. when a runtime stops."""
+        ids = [int(c.id) for c in commands]
+        if ids:
+            await in_transaction(self.sessions, lambda s: s.execute(
+                update(MeterCommand).where(MeterCommand.id.in_(ids), MeterCommand.state.in_(OPEN_STATES))
+                .values(next_attempt_at=now).execution_options(synchronize_session=False)))
 
     async def save(self, command: Command) -> None:
-        await in_transaction(self.sessions, lambda s: self._save(s, command))
+        refused = await (self.group.save(command) if self.group else self._save_one(command))
+        if refused and command.state == "sent" and command.id not in self._withdrawn:
+            self._withdrawn.add(command.id)  # the executor's own follow-up save of this attempt is quiet
+            raise CommandWithdrawn(f"command {command.id} was settled elsewhere before it was sent")
+        self._withdrawn.discard(command.id)
 
-    async def _save(self, session: AsyncSession, command: Command) -> None:
-        row = await session.get(MeterCommand, int(command.id), with_for_update=True)
-        if row is None:
+    async def _save_one(self, command: Command) -> bool:
+        return command.id in await self.save_many([command])
+
+    async def save_many(self, commands: list[Command]) -> set[str]:
+        """Record these outcomes in one transaction, in order; the ids whose row was no longer open."""
+        return await in_transaction(self.sessions, lambda s: save_outcomes(s, commands))
+
+
+async def save_outcomes(session: AsyncSession, commands: list[Command]) -> set[str]:
+    """Record outcomes in order; the ids whose row was no longer open (their outcome is dropped).
+
+    The rows are locked in id order, the meters to confirm in id order. Relay, price and clock
+    commands are written with a few bulk statements (the common case: batches); a credit goes
+    through the ORM because settling it posts to the ledger.
+    """
+    ids = sorted({int(c.id) for c in commands})
+    found = (await session.execute(
+        select(MeterCommand.id, MeterCommand.state, MeterCommand.kind, MeterCommand.meter_id, MeterCommand.sent_at,
+               MeterCommand.reason, Meter.site_id)
+        .join(Meter, Meter.id == MeterCommand.meter_id).where(MeterCommand.id.in_(ids))
+        .order_by(MeterCommand.id).with_for_update(of=MeterCommand))).all()
+    rows = {r.id: r for r in found}
+    confirming = sorted({rows[int(c.id)].meter_id for c in commands if c.state == "confirmed" and int(c.id) in rows})
+    if confirming:
+        await session.execute(select(Meter.id).where(Meter.id.in_(confirming)).order_by(Meter.id).with_for_update())
+    now = utcnow()
+    state = {i: (r.state, r.sent_at) for i, r in rows.items()}
+    updates: dict[int, dict[str, Any]] = {}
+    relays: dict[int, bool] = {}
+    audits: list[dict[str, Any]] = []
+    credits: list[Command] = []
+    refused: set[str] = set()
+    for command in commands:
+        cid = int(command.id)
+        if cid not in rows:
             log.warning("command %s vanished before its outcome was saved", command.id)
-            return
-        if row.state not in OPEN_STATES:
-            return  # cancelled (or settled) meanwhile: a later outcome does not overwrite it
-        now = utcnow()
-        before = row.state
-        row.state, row.attempts, row.last_error = command.state, command.attempts, (command.last_error or None)
-        if row.last_error:
-            row.last_error = row.last_error[:500]
-        row.next_attempt_at = command.next_attempt_at or now
-        if command.state == "sent" and row.sent_at is None:
-            row.sent_at = now
-        if command.state == "confirmed":
-            row.confirmed_at = now
-            await _confirmed(session, row)
-        elif command.state in ("failed", "expired") and row.kind == "push_credit":
-            await meter_credit.void(session, row)
+            continue
+        before, sent_at = state[cid]
+        if before not in OPEN_STATES:
+            refused.add(command.id)  # cancelled (or settled) meanwhile: a later outcome does not overwrite it
+            continue
+        row = rows[cid]
+        if row.kind == "push_credit":
+            credits.append(command)
+            continue
+        if command.state == "sent" and sent_at is None:
+            sent_at = now
+        state[cid] = (command.state, sent_at)
+        updates[cid] = dict(b_id=cid, b_state=command.state, b_attempts=command.attempts,
+                            b_error=(command.last_error or None) and command.last_error[:500],
+                            b_next=command.next_attempt_at or now, b_sent=sent_at,
+                            b_confirmed=now if command.state == "confirmed" else None)
+        if command.state == "confirmed" and row.kind in WANT_CLOSED:
+            relays[row.meter_id] = WANT_CLOSED[row.kind]
         if command.state != before and command.state not in OPEN_STATES and row.kind in AUDITED:
-            await _audit(session, row, before, ACTOR)
+            audits.append(_audit_values(cid, row.kind, command.state, before, command.attempts,
+                                        updates[cid]["b_error"], row.reason, ACTOR, row.site_id, now))
+    conn = await session.connection()
+    if updates:
+        table = MeterCommand.__table__
+        await conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(
+            state=bindparam("b_state"), attempts=bindparam("b_attempts"), last_error=bindparam("b_error"),
+            next_attempt_at=bindparam("b_next"), sent_at=bindparam("b_sent"),
+            confirmed_at=func.coalesce(bindparam("b_confirmed", type_=table.c.confirmed_at.type), table.c.confirmed_at)),
+            list(updates.values()))
+    if relays:
+        table = Meter.__table__
+        await conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(
+            relay_closed=bindparam("b_closed"), relay_changed_at=bindparam("b_at")),
+            [dict(b_id=m, b_closed=closed, b_at=now) for m, closed in sorted(relays.items())])
+    if audits:
+        await conn.execute(insert(AuditEntry.__table__), audits)
+    for command in credits:
+        row = await session.get(MeterCommand, int(command.id))
+        assert row is not None
+        meter = await session.get(Meter, row.meter_id) if command.state == "confirmed" else None
+        await _apply(session, row, command, now, meter, rows[int(command.id)].site_id)
+    return refused
 
 
-async def _confirmed(session: AsyncSession, row: MeterCommand) -> None:
+async def _apply(session: AsyncSession, row: MeterCommand, command: Command, now: datetime,
+                 meter: Meter | None, site_id: int) -> None:
+    """One outcome on an ORM row (a credit: settled or voided in the ledger with it)."""
+    before = row.state
+    row.state, row.attempts, row.last_error = command.state, command.attempts, (command.last_error or None)
+    if row.last_error:
+        row.last_error = row.last_error[:500]
+    row.next_attempt_at = command.next_attempt_at or now
+    if command.state == "sent" and row.sent_at is None:
+        row.sent_at = now
+    if command.state == "confirmed":
+        row.confirmed_at = now
+        if meter is not None:
+            await _confirmed(session, row, meter, now)
+    elif command.state in ("failed", "expired") and row.kind == "push_credit":
+        await meter_credit.void(session, row)
+    if command.state != before and command.state not in OPEN_STATES and row.kind in AUDITED:
+        _audit(session, row, before, ACTOR, site_id, now)
+
+
+async def _confirmed(session: AsyncSession, row: MeterCommand, meter: Meter, now: datetime) -> None:
     """What the meter read back is now true in the database."""
-    meter = await session.get(Meter, row.meter_id, with_for_update=True)
-    if meter is None:
-        return
     if row.kind in WANT_CLOSED:
-        meter.relay_closed, meter.relay_changed_at = WANT_CLOSED[row.kind], utcnow()
+        meter.relay_closed, meter.relay_changed_at = WANT_CLOSED[row.kind], now
     elif row.kind == "push_credit":
         meter.purchase_count = max(meter.purchase_count, int(row.params["purchase_count"]))
         await meter_credit.settle(session, row, meter)
 
 
-async def _audit(session: AsyncSession, row: MeterCommand, before: str, actor: str) -> None:
-    site_id = await session.scalar(select(Meter.site_id).where(Meter.id == row.meter_id))
-    after: dict[str, Any] = {"state": row.state, "kind": row.kind, "attempts": row.attempts}
-    if row.last_error:
-        after["error"] = row.last_error
-    session.add(AuditEntry(at=utcnow(), actor=actor, site_id=site_id, action=f"meter_command.{row.state}",
-                           object_type="meter_command", object_id=str(row.id), before={"state": before},
-                           after=after, reason=row.reason))
+def _audit_values(command_id: int, kind: str, state: str, before: str, attempts: int, error: str | None,
+                  reason: str | None, actor: str, site_id: int | None, now: datetime) -> dict[str, Any]:
+    after: dict[str, Any] = {"state": state, "kind": kind, "attempts": attempts}
+    if error:
+        after["error"] = error
+    return dict(at=now, actor=actor, site_id=site_id, action=f"meter_command.{state}", object_type="meter_command",
+                object_id=str(command_id), before={"state": before}, after=after, reason=reason and reason[:300])
+
+
+def _audit(session: AsyncSession, row: MeterCommand, before: str, actor: str, site_id: int | None,
+           now: datetime) -> None:
+    session.add(AuditEntry(**_audit_values(row.id, row.kind, row.state, before, row.attempts, row.last_error,
+                                           row.reason, actor, site_id, now)))
 
 
 async def cancel(session: AsyncSession, command_id: int, actor: str, reason: str | None = None) -> bool:
@@ -122,5 +301,6 @@ async def cancel(session: AsyncSession, command_id: int, actor: str, reason: str
     if row.kind == "push_credit":
         await meter_credit.void(session, row)
     if row.kind in AUDITED:
-        await _audit(session, row, "queued", actor)
+        site_id = await session.scalar(select(Meter.site_id).where(Meter.id == row.meter_id))
+        _audit(session, row, "queued", actor, site_id, utcnow())
     return True

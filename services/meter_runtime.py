@@ -1,7 +1,8 @@
 """Polling the field from the database: the fleet of gateways and meters, and one runtime that drives it.
 
-`MeterRuntime` = a devices.Poller feeding the ingest sink, a CommandExecutor on the database
-command store using the poller's bus hubs (commands go ahead of polls), and a periodic
+`MeterRuntime` = a devices.Poller feeding the ingest sink, one command lane per gateway
+(services.command_lanes: gateways run their queues concurrently, each bus stays serial, commands
+go ahead of polls on the poller's bus hubs) on the database command store, and a periodic
 `mark_lost`. It runs wherever a process owns the gateways (the embedded demo, a worker).
 
 Gateway addressing (a transparent RS485-to-TCP gateway): downlink n of a gateway listens on
@@ -19,13 +20,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from devices.commands import CommandExecutor
 from devices.driver import BusEndpoint, BusProtocol
 from devices.errors import NotSupported
 from devices.hub import BusHub
 from devices.poller import Poller, PollPolicy
 from devices.profiles import ACREL_DDSY1352, DLT645_SINGLE_PHASE, PROFILES, WATER_VALVE, Profile
 from devices.sample import MeterRef
+from services.command_lanes import CommandLanes, LaneOptions
 from services.meter_commands import DbCommandStore
 from services.meter_io import ReadingSink, mark_lost
 from services.meter_reconcile import restore_paid_meters
@@ -102,7 +103,9 @@ def poll_targets(fleet: list[FleetMeter], endpoints: Mapping[BusKey, BusEndpoint
 @dataclass(frozen=True)
 class RuntimeOptions:
     policy: PollPolicy = PollPolicy()
-    command_interval_s: float = 1.0
+    command_interval_s: float = 1.0  # how often idle gateways are checked for due commands
+    command_window: int = 4  # commands in flight per bus (distinct meters), so the bus never waits on the DB
+    command_claim_batch: int = 32  # commands a gateway claims per transaction
     command_backoff_s: float = 5.0
     command_backoff_max_s: float = 3600.0
     lost_after_s: float = 600.0  # no reading for this long: the meter is lost
@@ -118,8 +121,12 @@ class MeterRuntime:
         self.sessions, self.options = sessions, options
         self.sink = ReadingSink.for_sessions(sessions)
         self.poller = Poller(targets, self.sink, options.policy)
-        self.store = DbCommandStore(sessions, gateways={bus.gateway for bus, _, _ in targets})
-        self.executor = CommandExecutor(self.store, self._hub, options.command_backoff_s, options.command_backoff_max_s)
+        gateways = {bus.gateway for bus, _, _ in targets}
+        self.store = DbCommandStore(sessions, gateways=gateways)
+        self.commands = CommandLanes(self.store, gateways, self._hub, LaneOptions(
+            options.command_window, options.command_claim_batch, options.command_interval_s,
+            options.command_backoff_s, options.command_backoff_max_s))
+        self.executor = self.commands.executor
         self._tasks: list[asyncio.Task[None]] = []
 
     def _hub(self, ref: MeterRef) -> BusHub:
@@ -130,8 +137,8 @@ class MeterRuntime:
 
     async def start(self) -> None:
         await self.poller.start()
-        self._tasks = [asyncio.create_task(self._commands(), name="meter commands"),
-                       asyncio.create_task(self._every(self.options.lost_check_s, self._mark_lost), name="lost meters"),
+        self.commands.start()
+        self._tasks = [asyncio.create_task(self._every(self.options.lost_check_s, self._mark_lost), name="lost meters"),
                        asyncio.create_task(self._every(self.options.restore_check_s, restore_paid_meters),
                                            name="restore sweep")]
 
@@ -139,15 +146,8 @@ class MeterRuntime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.commands.stop()
         await self.poller.stop()
-
-    async def _commands(self) -> None:
-        while True:
-            try:
-                await self.executor.run_due()
-            except Exception:  # noqa: BLE001 - a database blip must not stop delivery for good
-                log.exception("command pass failed; trying again")
-            await asyncio.sleep(self.options.command_interval_s)
 
     async def _mark_lost(self, session: AsyncSession, now: datetime) -> list[int]:
         return await mark_lost(session, now, self.options.lost_after_s)

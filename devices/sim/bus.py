@@ -60,6 +60,7 @@ class SimBus:
     tcp_port: int = 0
     forced_offline: bool = False
     exchanges: int = 0
+    wire_s: float = 0.0  # serial wire time of every exchange so far (timing mode): how long the bus was busy
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -141,7 +142,9 @@ class SimBus:
             elif self._rng.random() < self.faults.corrupt_rate:
                 at = self._rng.randrange(len(reply) // 2, len(reply))  # body / checksum, not the preamble
                 reply = reply[:at] + bytes([reply[at] ^ 0x5A]) + reply[at + 1 :]
-            delay = self.faults.latency_s + (exchange_time_s(wire, self.baud) if self.baud else 0.0)
+            wire_time = exchange_time_s(wire, self.baud) if self.baud else 0.0
+            self.wire_s += wire_time
+            delay = self.faults.latency_s + wire_time
             if delay:
                 await asyncio.sleep(delay)
             return reply

@@ -1,9 +1,9 @@
 """A simulated field for batch tests: N gateways x M meters in the database and on simulated buses,
-driven by the database command store (services.meter_commands) and one CommandExecutor per gateway."""
+driven by the database command store (services.meter_commands) and one command lane per gateway
+(services.command_lanes), as the runtime drives them."""
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -11,11 +11,11 @@ from typing import AsyncIterator
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from devices.commands import CommandExecutor
 from devices.driver import make_driver
 from devices.hub import BusHub
 from devices.sample import MeterRef
 from devices.sim import SimulatorHandle
+from services.command_lanes import CommandLanes, LaneOptions
 from services.meter_commands import DbCommandStore
 from services.meter_runtime import load_fleet
 from services.meter_sim import fleet_simulator, sim_endpoints
@@ -71,21 +71,14 @@ async def running_field(sessions: async_sessionmaker[AsyncSession], site_id: int
     def router(ref: MeterRef) -> BusHub:
         return hubs[(ref.gateway, ref.port)]
 
-    stop = asyncio.Event()
-
-    async def drive(gateway: str) -> None:
-        executor = CommandExecutor(DbCommandStore(sessions, gateways={gateway}, claim_s=30), router,
-                                   backoff_s=0.05, backoff_max_s=0.2)
-        while not stop.is_set():
-            if not await executor.run_due():
-                await asyncio.sleep(0.2)
-
-    tasks = [asyncio.create_task(drive(gw)) for gw in sorted({g for g, _ in endpoints})]
+    gateways = {g for g, _ in endpoints}
+    lanes = CommandLanes(DbCommandStore(sessions, gateways=gateways, claim_s=30), gateways, router,
+                         LaneOptions(interval_s=0.1, backoff_s=0.05, backoff_max_s=0.2))
+    lanes.start()
     try:
         yield Field(site_id, sim, ids)
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await lanes.stop()
         for hub in hubs.values():
             await hub.stop()
         await sim.stop()
