@@ -175,11 +175,13 @@ async def after_balance_changes(session: AsyncSession, moves: Mapping[int, tuple
     moved = {a: new for a, (old, new) in moves.items() if old != new}
     if not moved:
         return 0
+    loaded = {obj.id: obj for obj in session.identity_map.values()
+              if isinstance(obj, Account) and obj.id in moved}  # a payment has its account in hand
     table = Account.__table__
-    accounts = [_AlertAccount(r) for r in await session.execute(
-        select(*(table.c[n] for n in _AlertAccount.__slots__)).where(table.c.id.in_(moved)))]
-    sites = {s.id: s for s in await session.scalars(
-        select(Site).where(Site.id.in_({a.site_id for a in accounts})))}
+    rest = [a for a in moved if a not in loaded]
+    accounts: list[Any] = list(loaded.values()) + ([_AlertAccount(r) for r in await session.execute(
+        select(*(table.c[n] for n in _AlertAccount.__slots__)).where(table.c.id.in_(rest)))] if rest else [])
+    sites = {sid: await session.get(Site, sid) for sid in {a.site_id for a in accounts}}
     rows: list[tuple[str, dict[str, Any], datetime]] = []
     changed: dict[int, dict[str, Any]] = {}
     for acc in accounts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import CACHED_PREFIXES, Transaction, caches_balance
@@ -12,16 +12,19 @@ from billing.money import Money
 from store.models import LedgerAccount, LedgerTransaction, Posting
 
 
-async def ledger_account(session: AsyncSession, site_id: int, code: str,
-                         account_id: int | None = None, meter_id: int | None = None) -> LedgerAccount:
-    """Get or create the ledger account `code` of a site."""
-    row = await session.scalar(select(LedgerAccount).where(
-        LedgerAccount.site_id == site_id, LedgerAccount.code == code))
-    if row is None:
-        row = LedgerAccount(site_id=site_id, code=code, account_id=account_id, meter_id=meter_id, balance_fen=0)
-        session.add(row)
-        await session.flush()
-    return row
+async def ledger_ids(session: AsyncSession, site_id: int, codes: dict[str, int | None]) -> dict[str, int]:
+    """Ids of the site's ledger accounts `codes` (code -> owning tenant account), creating missing ones.
+
+    One SELECT for all of a transaction's accounts; a missing one is inserted (two writers creating
+    the same account meet on the unique (site, code) key, and the loser's transaction is retried)."""
+    rows = await session.execute(select(LedgerAccount.code, LedgerAccount.id).where(
+        LedgerAccount.site_id == site_id, LedgerAccount.code.in_(list(codes))))
+    ids = {code: i for code, i in rows}
+    for code in [c for c in codes if c not in ids]:
+        ids[code] = await session.scalar(insert(LedgerAccount).values(
+            site_id=site_id, code=code, account_id=codes[code], meter_id=None, balance_fen=0)
+            .returning(LedgerAccount.id))
+    return ids
 
 
 async def find(session: AsyncSession, key: str) -> LedgerTransaction | None:
@@ -38,14 +41,19 @@ async def post(session: AsyncSession, site_id: int, txn: Transaction, actor: str
                             actor=actor, order_id=order_id)
     session.add(row)
     await session.flush()
+    owners = {p.account: account_id if p.account.startswith(("wallet", "receivable")) else None
+              for p in txn.postings}
+    ids = await ledger_ids(session, site_id, owners)
+    conn = await session.connection()
+    await conn.execute(insert(Posting.__table__), [
+        dict(txn_id=row.id, ledger_account_id=ids[p.account], amount_fen=p.amount.fen) for p in txn.postings])
+    moves: dict[int, int] = {}
     for p in txn.postings:
-        acc = await ledger_account(session, site_id, p.account,
-                                   account_id=account_id if p.account.startswith(("wallet", "receivable")) else None)
-        session.add(Posting(txn_id=row.id, ledger_account_id=acc.id, amount_fen=p.amount.fen))
         if caches_balance(p.account):
-            await session.execute(update(LedgerAccount).where(LedgerAccount.id == acc.id)
-                                  .values(balance_fen=LedgerAccount.balance_fen + p.amount.fen))
-    await session.flush()
+            moves[ids[p.account]] = moves.get(ids[p.account], 0) + p.amount.fen
+    for lid in sorted(moves):
+        await conn.execute(update(LedgerAccount.__table__).where(LedgerAccount.__table__.c.id == lid)
+                           .values(balance_fen=LedgerAccount.__table__.c.balance_fen + moves[lid]))
     return row, True
 
 

@@ -45,12 +45,15 @@ async def queue_credit(session: AsyncSession, meter_id: int, amount: Money, key:
     existing = await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
     if existing is not None:
         return existing
-    meter = await session.get(Meter, meter_id, with_for_update=True)
+    owner = await session.scalar(select(Meter.account_id).where(Meter.id == meter_id))
+    if owner is not None:  # the account first, then the meter: the lock order of every writer
+        await wallets.get_account(session, owner, lock=True)
+    meter = await session.get(Meter, meter_id, with_for_update=True, populate_existing=True)
     if meter is None:
         raise NotFound(f"meter {meter_id} not found")
     if meter.billing_side != "meter" or meter.account_id is None:
         raise ServiceError(f"meter {meter_id} does not keep its own balance (or has no account)")
-    acc = await wallets.get_account(session, meter.account_id, lock=True)
+    acc = await wallets.get_account(session, meter.account_id, lock=meter.account_id != owner)
     if acc.state != "open":
         raise Conflict(f"account {acc.code} is closed")
     wallet = await wallets.wallet_for(session, acc, meter.id)

@@ -29,8 +29,10 @@ def require_money(amount: object) -> Money:
 
 
 async def get_account(session: AsyncSession, account_id: int, lock: bool = False) -> Account:
-    stmt = select(Account).where(Account.id == account_id)
-    acc = await session.scalar(stmt.with_for_update() if lock else stmt)
+    # an unlocked read is served from the session when the account is already loaded (a payment
+    # reads it several times); a locked read always goes to the database and refreshes the row
+    acc = await (session.get(Account, account_id, with_for_update=True, populate_existing=True) if lock
+                 else session.get(Account, account_id))
     if acc is None:
         raise NotFound(f"account {account_id} not found")
     return acc
