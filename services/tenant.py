@@ -64,7 +64,7 @@ class DbTenantPort:
         self._clock = clock
         self._code_factory = code_factory
         self._balances = CoalescedBalances(
-            lambda openids: self._tx(lambda s: balances_by_openid(s, openids, self._clock())))
+            lambda openids: self._read(lambda s: balances_by_openid(s, openids, self._clock())))
 
     @property
     def sessions(self) -> Sessions:
@@ -74,6 +74,22 @@ class DbTenantPort:
     async def _tx(self, fn: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
         try:
             return await in_transaction(self.sessions, fn)
+        except (OperationalError, DBAPIError, OSError, TimeoutError) as ex:
+            raise PortUnavailable(f"database: {type(ex).__name__}") from ex
+
+    async def _read(self, fn: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+        """One statement's read. On PostgreSQL it runs on an autocommit connection: no BEGIN and no
+        COMMIT round trips, each of which waits a turn of a busy event loop (a single statement
+        sees one snapshot anyway). SQLite keeps the transaction (its BEGIN is local and cheap)."""
+        sessions = self.sessions
+        engine = sessions.kw.get("bind")
+        if engine is None or engine.dialect.name != "postgresql":
+            return await self._tx(fn)
+        try:
+            async with engine.connect() as conn:
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                async with AsyncSession(bind=auto) as session:
+                    return await fn(session)
         except (OperationalError, DBAPIError, OSError, TimeoutError) as ex:
             raise PortUnavailable(f"database: {type(ex).__name__}") from ex
 
