@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 from openpyxl import load_workbook
 from sqlalchemy import select
@@ -38,7 +38,8 @@ async def _money_day(sessions):
         await recharge(s, acc.id, Money(250_00), "r2", provider="alipay")
         await recharge(s, acc.id, Money(80_00), "r3", provider="wechatpay")
         await refund(s, acc.id, Money(30_00), "f1", provider="cash")
-        start = now - timedelta(hours=3)
+        # yesterday 10:00 local: in the past and never across a local midnight, whatever the clock says
+        start = datetime.combine(now.astimezone(TZ).date() - timedelta(days=1), time(10), tzinfo=TZ)
         await ingest(s, [ReadingIn(e.id, start, 1_000), ReadingIn(wm.id, start, 500)])
         await ingest(s, [ReadingIn(e.id, start + timedelta(hours=1), 6_000),  # 5 kWh at 1.00
                          ReadingIn(wm.id, start + timedelta(hours=1), 2_500)])  # 2 m3 at 3.00
