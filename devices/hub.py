@@ -34,10 +34,13 @@ class BusHub:
             self._worker = asyncio.create_task(self._run(), name=f"bus {self.bus.gateway}:{self.bus.port}")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
+        worker, self._worker = self._worker, None
+        # A cancel can be swallowed: on Python 3.11 one that lands as asyncio.timeout expires comes
+        # out as TimeoutError, and a driver may catch it. The worker would then wait on its empty
+        # queue for ever (seen as a hung poller stop), so cancel again until it has ended.
+        while worker is not None and not worker.done():
+            worker.cancel()
+            await asyncio.wait({worker}, timeout=0.5)
         while not self._queue.empty():
             *_, future = self._queue.get_nowait()
             future.cancel()

@@ -117,6 +117,22 @@ async def test_commands_jump_ahead_of_queued_polls():
     assert [c for c in fake.calls if c != "command"] == [f"poll{n}" for n in range(10)]
 
 
+async def test_stopping_a_hub_ends_even_when_a_request_swallows_the_cancel():
+    class Stubborn(RecordingDriver):
+        async def work(self, name: str) -> str:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                return "swallowed"  # as asyncio.timeout on 3.11 or a driver may do
+            return name
+
+    hub = BusHub(BusEndpoint("gw", 1, "127.0.0.1", 1), Stubborn(), frame_gap_s=0)  # type: ignore[arg-type]
+    pending = asyncio.create_task(hub.submit(lambda d: d.work("x"), POLL))
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(hub.stop(), timeout=5)  # before: waited on the empty queue for ever
+    assert await pending == "swallowed"
+
+
 async def test_only_one_request_is_in_flight_on_a_bus_at_a_time():
     active, peak = 0, 0
 
