@@ -25,7 +25,7 @@ def test_the_quick_fault_suite_injects_every_fault_and_loses_or_doubles_nothing(
         if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
             need_service(binary, "the fault suite starts its own")
     done = subprocess.run([sys.executable, "bench/faults.py", "--quick"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=420, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0 and lines, done.stderr[-4000:]
     result = json.loads(lines[-1])
