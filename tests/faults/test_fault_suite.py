@@ -20,6 +20,7 @@ FAULTS = ("kill9_web", "kill9_worker", "kill9_poller", "restart_redis", "restart
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # the run (~2 min) plus up to 4 min for credits to land after the faults
 def test_the_quick_fault_suite_injects_every_fault_and_loses_or_doubles_nothing(tmp_path):
     for binary in ("redis-server", "mosquitto"):
         if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
