@@ -9,22 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import CACHED_PREFIXES, Transaction, caches_balance
 from billing.money import Money
+from services import bulk
 from store.models import LedgerAccount, LedgerTransaction, Posting
-
-
-async def ledger_ids(session: AsyncSession, site_id: int, codes: dict[str, int | None]) -> dict[str, int]:
-    """Ids of the site's ledger accounts `codes` (code -> owning tenant account), creating missing ones.
-
-    One SELECT for all of a transaction's accounts; a missing one is inserted (two writers creating
-    the same account meet on the unique (site, code) key, and the loser's transaction is retried)."""
-    rows = await session.execute(select(LedgerAccount.code, LedgerAccount.id).where(
-        LedgerAccount.site_id == site_id, LedgerAccount.code.in_(list(codes))))
-    ids = {code: i for code, i in rows}
-    for code in [c for c in codes if c not in ids]:
-        ids[code] = await session.scalar(insert(LedgerAccount).values(
-            site_id=site_id, code=code, account_id=codes[code], meter_id=None, balance_fen=0)
-            .returning(LedgerAccount.id))
-    return ids
 
 
 async def find(session: AsyncSession, key: str) -> LedgerTransaction | None:
@@ -43,7 +29,7 @@ async def post(session: AsyncSession, site_id: int, txn: Transaction, actor: str
     await session.flush()
     owners = {p.account: account_id if p.account.startswith(("wallet", "receivable")) else None
               for p in txn.postings}
-    ids = await ledger_ids(session, site_id, owners)
+    ids = await bulk.ledger_ids(session, site_id, list(owners), {c: o for c, o in owners.items() if o is not None})
     conn = await session.connection()
     await conn.execute(insert(Posting.__table__), [
         dict(txn_id=row.id, ledger_account_id=ids[p.account], amount_fen=p.amount.fen) for p in txn.postings])
