@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import func, select
 
 from billing.money import Money, MoneyError
-from services import ledger
+from services import bulk, ledger
 from services.accounts import OpenAccount, open_account
 from services.errors import Conflict, InsufficientBalance, NotFound, ServiceError
 from services.uow import in_transaction
 from services.wallets import balance, recharge, refund
-from store.models import Order
+from store.models import Account, LedgerAccount, Order
 from tests.factories import FLAT_1, add_meter, add_tariff, make_site
 
 
@@ -121,3 +121,27 @@ async def test_unknown_account_is_not_found(sessions):
     await _account(sessions)
     with pytest.raises(NotFound):
         await in_transaction(sessions, lambda s: recharge(s, 999, Money(1), "nope"))
+
+
+async def test_a_ledger_account_created_by_two_transactions_at_once_is_one_row(sessions):
+    """The first payments of a site arrive together: both create its `cash:alipay`; one row, both use it."""
+    acc, _ = await _account(sessions)
+    async with sessions() as s:
+        site_id = (await s.get(Account, acc)).site_id
+    first_inserted = asyncio.Event()
+
+    async def first(s):
+        ids = await bulk.ledger_ids(s, site_id, ["cash:race"], {})
+        first_inserted.set()
+        await asyncio.sleep(0.3)  # the second one now waits on the unique key (PostgreSQL) or the write lock
+        return ids
+
+    async def second():
+        await first_inserted.wait()
+        return await in_transaction(sessions, lambda s: bulk.ledger_ids(s, site_id, ["cash:race"], {}), attempts=1)
+
+    a, b = await asyncio.gather(in_transaction(sessions, first, attempts=1), second())
+    assert a == b and set(a) == {"cash:race"}
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(LedgerAccount).where(
+            LedgerAccount.code == "cash:race")) == 1
