@@ -169,7 +169,8 @@ async def relay_switch(request: web.Request) -> web.StreamResponse:
         kind = _relay_kind(m, action)
         if await s.scalar(select(MeterCommand.id).where(MeterCommand.key == key)) is not None:
             return m.room_id or 0
-        cmd = await relay.queue_command(s, m.id, kind, key, reason=reason, actor=staff.username)
+        cmd = await relay.queue_command(s, m.id, kind, key, reason=reason, actor=staff.username,
+                                        gateway_id=m.gateway_id)
         await audit.record(s, staff.username, f"meter.{kind}", "meter", m.id, {"relay_closed": m.relay_closed},
                            {"command_id": cmd.id, "command": kind, "state": cmd.state}, reason=reason,
                            site_id=m.site_id)

@@ -20,7 +20,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.money import Money
-from services import audit, meter_commands, relay, wallets
+from services import audit, command_wake, meter_commands, relay, wallets
 from services.batch_select import ACTIONS, Selector, check_params, select_meters
 from services.errors import NotFound, ServiceError
 from services.uow import in_transaction
@@ -131,6 +131,7 @@ async def _queue_commands(session: AsyncSession, task: BatchTask, items: list[Ba
                                                     created_at=now, available_at=now, attempts=0)
                                                for cid in made.values()])
         found.update(made)
+        command_wake.announce(session, {meters[i.meter_id].gateway_id for k, i in want.items() if k in made})
     for k, item in want.items():
         item.command_id, item.state = found[k], "sent"
         item.result = command_kind(task.action, meters[item.meter_id].utility)

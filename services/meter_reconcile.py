@@ -45,5 +45,6 @@ async def restore_paid_meters(session: AsyncSession, now: datetime) -> list[Mete
             continue
         on = relay.ON_KIND[meter.utility]
         queued.append(await relay.queue_command(session, meter.id, on, f"{AUTO_ON}{meter.id}:{now.isoformat()}",
-                                                reason="paid again (restore sweep)", actor="system", now=now))
+                                                reason="paid again (restore sweep)", actor="system", now=now,
+                                                gateway_id=meter.gateway_id))
     return queued

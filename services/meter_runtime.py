@@ -26,6 +26,7 @@ from devices.hub import BusHub
 from devices.poller import Poller, PollPolicy
 from devices.profiles import ACREL_DDSY1352, DLT645_SINGLE_PHASE, PROFILES, WATER_VALVE, Profile
 from devices.sample import MeterRef
+from services import command_wake
 from services.command_lanes import CommandLanes, LaneOptions
 from services.meter_commands import DbCommandStore
 from services.meter_io import ReadingSink, mark_lost
@@ -128,6 +129,10 @@ class MeterRuntime:
             options.command_backoff_s, options.command_backoff_max_s))
         self.executor = self.commands.executor
         self._tasks: list[asyncio.Task[None]] = []
+        self._gateway_codes: dict[int, str] = {}  # gateway id -> code, for wake-ups
+        self._look_again = False
+        self._looking: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     def _hub(self, ref: MeterRef) -> BusHub:
         try:
@@ -136,14 +141,48 @@ class MeterRuntime:
             raise NotSupported(f"bus {ref.gateway}/{ref.port} is not driven by this process") from ex
 
     async def start(self) -> None:
+        async with self.sessions() as session:
+            self._gateway_codes = dict((await session.execute(select(Gateway.id, Gateway.code).where(
+                Gateway.code.in_(sorted(self.commands.lanes))))).all())
         await self.poller.start()
         self.commands.start()
+        self._unsubscribe = command_wake.subscribe(self.wake)
+        engine = self.sessions.kw.get("bind")
         self._tasks = [asyncio.create_task(self._every(self.options.lost_check_s, self._mark_lost), name="lost meters"),
                        asyncio.create_task(self._every(self.options.restore_check_s, restore_paid_meters),
                                            name="restore sweep")]
+        if engine is not None:
+            self._tasks.append(asyncio.create_task(command_wake.listen(engine, self.wake), name="command wake-ups"))
+
+    def wake(self, gateway_ids: frozenset[int]) -> None:
+        """Commands were queued for these gateways: nudge their lanes now (unknown: look which)."""
+        for gid in gateway_ids:
+            code = self._gateway_codes.get(gid)
+            if code is not None:
+                self.commands.nudge(code)
+        if command_wake.ANY in gateway_ids:
+            if self._looking is not None and not self._looking.done():
+                self._look_again = True
+            else:
+                self._looking = asyncio.get_running_loop().create_task(self._look())
+
+    async def _look(self) -> None:
+        """Wake the idle lanes whose gateway has a command due (one query for all), again if asked meanwhile."""
+        while True:
+            self._look_again = False
+            idle = [g for g, lane in self.commands.lanes.items() if lane.idle]
+            try:
+                for code in await self.store.due_gateways(self.executor.clock(), idle) if idle else ():
+                    self.commands.nudge(code)
+            except Exception:  # noqa: BLE001 - the lanes' own interval looks again
+                log.warning("looking for due commands after a wake-up failed", exc_info=True)
+            if not self._look_again:
+                return
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for task in [*self._tasks, *([self._looking] if self._looking else [])]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.commands.stop()

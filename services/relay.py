@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services import command_wake
 from store.models import Account, Meter, MeterCommand, Outbox
 from store.types import utcnow
 
@@ -27,11 +28,13 @@ ON_KIND = {"electricity": "relay_close", "water": "valve_open"}
 async def queue_command(session: AsyncSession, meter_id: int, kind: str, key: str,
                         params: dict[str, Any] | None = None, reason: str | None = None,
                         actor: str | None = None, expires_in: timedelta = DEFAULT_EXPIRY,
-                        now: datetime | None = None) -> MeterCommand:
-    """Persist a command (once per key) and an outbox row that gets it delivered."""
+                        now: datetime | None = None, gateway_id: int | None = None) -> MeterCommand:
+    """Persist a command (once per key) and an outbox row that gets it delivered; the lanes of
+    `gateway_id` (the meter's gateway: pass it when at hand) are woken when this commits."""
     existing = await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
     if existing is not None:
         return existing
+    command_wake.announce(session, [gateway_id])
     now = now or utcnow()
     cmd = MeterCommand(key=key, meter_id=meter_id, kind=kind, params=params or {}, state="queued",
                        reason=reason, created_by=actor, created_at=now, next_attempt_at=now,
@@ -66,7 +69,8 @@ async def apply_credit_rules(session: AsyncSession, account: Account, balance_fe
         if not in_credit:
             if m.relay_closed and not pending_off:
                 out.append(await queue_command(session, m.id, off, f"auto-off:{m.id}:{stamp}",
-                                               reason="balance exhausted", actor="system", now=now))
+                                               reason="balance exhausted", actor="system", now=now,
+                                               gateway_id=m.gateway_id))
             continue
         for c in pending_off:
             if c.state == "queued":
@@ -74,7 +78,7 @@ async def apply_credit_rules(session: AsyncSession, account: Account, balance_fe
         sent_off = any(c.state == "sent" for c in pending_off)
         if (not m.relay_closed or sent_off) and not await _pending(session, m.id, (on,)):
             out.append(await queue_command(session, m.id, on, f"auto-on:{m.id}:{stamp}",
-                                           reason="paid again", actor="system", now=now))
+                                           reason="paid again", actor="system", now=now, gateway_id=m.gateway_id))
     return out
 
 
