@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import CACHED_PREFIXES, Transaction, caches_balance
 from billing.money import Money
 from services import bulk
 from store.models import LedgerAccount, LedgerTransaction, Posting
+from store.types import utcnow
 
 
 async def find(session: AsyncSession, key: str) -> LedgerTransaction | None:
@@ -19,14 +22,19 @@ async def find(session: AsyncSession, key: str) -> LedgerTransaction | None:
 
 async def post(session: AsyncSession, site_id: int, txn: Transaction, actor: str | None = None,
                order_id: int | None = None, account_id: int | None = None) -> tuple[LedgerTransaction, bool]:
-    """Record `txn` unless its key is already recorded; returns (row, created)."""
-    existing = await find(session, txn.key)
-    if existing is not None:
+    """Record `txn` unless its key is already recorded; returns (row, created).
+
+    The key decides in one statement (INSERT ... ON CONFLICT DO NOTHING RETURNING): a payment
+    posts two transactions, and a look-up before each insert was a round trip per posting."""
+    maker = pg_insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite_insert
+    stmt = maker(LedgerTransaction).values(
+        site_id=site_id, key=txn.key, kind=txn.kind, memo=txn.memo[:300], actor=actor, order_id=order_id,
+        created_at=utcnow()).on_conflict_do_nothing(index_elements=["key"]).returning(LedgerTransaction)
+    row = await session.scalar(stmt)
+    if row is None:
+        existing = await find(session, txn.key)
+        assert existing is not None, f"ledger key {txn.key!r} conflicted but is not recorded"
         return existing, False
-    row = LedgerTransaction(site_id=site_id, key=txn.key, kind=txn.kind, memo=txn.memo[:300],
-                            actor=actor, order_id=order_id)
-    session.add(row)
-    await session.flush()
     owners = {p.account: account_id if p.account.startswith(("wallet", "receivable")) else None
               for p in txn.postings}
     ids = await bulk.ledger_ids(session, site_id, list(owners), {c: o for c, o in owners.items() if o is not None})

@@ -20,7 +20,7 @@ from billing.ledger import revenue_code, transfer
 from billing.money import Money
 from services import ledger, relay, wallets
 from services.errors import Conflict, InsufficientBalance, NotFound, ServiceError
-from store.models import Meter, MeterCommand
+from store.models import Account, Meter, MeterCommand
 
 LIVE_STATES = ("queued", "sent", "confirmed")  # purchases that hold (or will hold) their counter
 CREDIT_EXPIRY = timedelta(days=30)
@@ -38,32 +38,56 @@ async def next_purchase_count(session: AsyncSession, meter: Meter) -> int:
     return max([meter.purchase_count or 0, *promised]) + 1
 
 
+async def lock_meters(session: AsyncSession, account: Account) -> list[Meter]:
+    """The account's meters, locked in id order (the caller has locked the account: the lock order)."""
+    return list(await session.scalars(select(Meter).where(Meter.account_id == account.id).order_by(Meter.id)
+                                      .with_for_update(key_share=True).execution_options(populate_existing=True)))
+
+
 async def queue_credit(session: AsyncSession, meter_id: int, amount: Money, key: str, actor: str | None = None,
-                       now: datetime | None = None, expires_in: timedelta = CREDIT_EXPIRY) -> MeterCommand:
-    """Hold `amount` from the meter's wallet and queue its push into the meter (once per key)."""
+                       now: datetime | None = None, expires_in: timedelta = CREDIT_EXPIRY,
+                       held_by: tuple[Account, Meter] | None = None,
+                       up_to_balance: bool = False) -> MeterCommand | None:
+    """Hold `amount` from the meter's wallet and queue its push into the meter (once per key).
+
+    `held_by`: the account and this meter, locked by the caller in this transaction (a payment
+    notice locks them first). `up_to_balance`: push what the wallet holds when that is less
+    than `amount` (nothing, returning None, when it holds nothing); otherwise that is refused."""
     amount = wallets.require_money(amount)
     existing = await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
     if existing is not None:
         return existing
-    owner = await session.scalar(select(Meter.account_id).where(Meter.id == meter_id))
-    if owner is not None:  # the account first, then the meter: the lock order of every writer
-        await wallets.get_account(session, owner, lock=True)
-    meter = await session.get(Meter, meter_id, with_for_update=True, populate_existing=True)
-    if meter is None:
-        raise NotFound(f"meter {meter_id} not found")
-    if meter.billing_side != "meter" or meter.account_id is None:
+    if held_by is not None:
+        acc, meter = held_by
+        if meter.id != meter_id or meter.account_id != acc.id:
+            raise ServiceError(f"meter {meter_id} is not the meter held for account {acc.id}")
+    else:
+        owner = await session.scalar(select(Meter.account_id).where(Meter.id == meter_id))
+        if owner is not None:  # the account first, then the meter: the lock order of every writer
+            await wallets.get_account(session, owner, lock=True)
+        found = await session.get(Meter, meter_id, with_for_update=True, populate_existing=True)
+        if found is None:
+            raise NotFound(f"meter {meter_id} not found")
+        if found.account_id is None:
+            raise ServiceError(f"meter {meter_id} does not keep its own balance (or has no account)")
+        meter, acc = found, await wallets.get_account(session, found.account_id, lock=found.account_id != owner)
+    if meter.billing_side != "meter":
         raise ServiceError(f"meter {meter_id} does not keep its own balance (or has no account)")
-    acc = await wallets.get_account(session, meter.account_id, lock=meter.account_id != owner)
     if acc.state != "open":
         raise Conflict(f"account {acc.code} is closed")
     wallet = await wallets.wallet_for(session, acc, meter.id)
     held = await ledger.balance_of(session, acc.site_id, wallet)
+    if up_to_balance:
+        if not held.is_positive:
+            return None
+        amount = amount if amount <= held else held
     if held < amount:
         raise InsufficientBalance(f"credit {amount} exceeds the wallet balance {held}")
     params = {"amount_fen": amount.fen, "purchase_count": await next_purchase_count(session, meter),
               "account_id": acc.id, "wallet": wallet}
     cmd = await relay.queue_command(session, meter.id, "push_credit", key, params=params, reason="meter-side credit",
-                                    actor=actor, expires_in=expires_in, now=now)
+                                    actor=actor, expires_in=expires_in, now=now, gateway_id=meter.gateway_id,
+                                    key_is_new=True)
     hold = transfer(f"meter-credit-hold:{cmd.id}", "credit_hold", wallet, pending_code(meter.id), amount,
                     memo=f"credit {params['purchase_count']} on its way to meter {meter.address}")
     await ledger.post(session, acc.site_id, hold, actor=actor, account_id=acc.id)
@@ -77,11 +101,16 @@ async def sell_credit(session: AsyncSession, account_id: int, meter_id: int, amo
     if owner != account_id:
         raise NotFound(f"meter {meter_id} does not belong to account {account_id}")
     order = await wallets.recharge(session, account_id, amount, idempotency_key, provider, meter_id, actor)
-    return await queue_credit(session, meter_id, Money(order.amount_fen), f"credit:{order.out_trade_no}", actor)
+    cmd = await queue_credit(session, meter_id, Money(order.amount_fen), f"credit:{order.out_trade_no}", actor)
+    assert cmd is not None  # only up_to_balance queues nothing
+    return cmd
 
 
 async def settle(session: AsyncSession, row: MeterCommand, meter: Meter) -> None:
-    """The meter confirmed the purchase: the held amount becomes revenue, once."""
+    """The meter confirmed the purchase: the held amount becomes revenue, once.
+
+    The caller holds the account's lock, then the command row's and the meter's (meter_commands
+    takes them in that order): settling and voiding run inside the command path's transaction."""
     if "wallet" not in (row.params or {}):
         return  # pushed without a ledger hold (e.g. a staff correction): nothing to settle
     amount = Money(int(row.params["amount_fen"]))
@@ -91,7 +120,10 @@ async def settle(session: AsyncSession, row: MeterCommand, meter: Meter) -> None
 
 
 async def void(session: AsyncSession, row: MeterCommand) -> None:
-    """The credit will never land: give the held amount back to the wallet, once."""
+    """The credit will never land: give the held amount back to the wallet, once.
+
+    The caller has locked the account named in the hold (`params.account_id`) before the command
+    row, so the wallet's balance row is taken last, as every writer takes it."""
     if "wallet" not in (row.params or {}):
         return
     meter = await session.get(Meter, row.meter_id)

@@ -34,9 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.money import Money
 from payments.provider import Notice, NoticeMismatch, PaymentProvider, PayRequest
-from services import audit, ledger, meter_credit, outbox, wallets
+from services import audit, meter_credit, outbox, wallets
 from services.errors import Conflict
-from store.models import Meter, Order, PaymentConflict, ProviderPayment
+from store.models import Account, Meter, Order, PaymentConflict, ProviderPayment
 from store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -152,37 +152,34 @@ async def _paid(session: AsyncSession, order: Order, notice: Notice) -> NoticeOu
     order.paid_at = notice.paid_at or utcnow()
     if order.kind == "bill":
         await bill_payments.credit_bill_order(session, order)
-    elif await wallets.credit_order(session, order, actor=f"{notice.provider}:notify"):
-        await _after_credit(session, order)
+        return NoticeOutcome(True, "credited")
+    acc = await wallets.get_account(session, order.account_id, lock=True)  # the lock order: account,
+    meters = await meter_credit.lock_meters(session, acc)  # then its meters, read once for the rules below
+    if await wallets.credit_order(session, order, actor=f"{notice.provider}:notify", account=acc, meters=meters):
+        await _after_credit(session, order, acc, meters)
     return NoticeOutcome(True, "credited")
 
 
-async def _after_credit(session: AsyncSession, order: Order) -> None:
+async def _after_credit(session: AsyncSession, order: Order, acc: Account, meters: list[Meter]) -> None:
     """The credit's follow-ups, in its transaction: meter-side push and audit.
 
     The receipt was queued by wallets.credit_order (key `payment_received:recharge:<out_trade_no>`);
     a second one here would reach the tenant twice.
     """
-    acc = await wallets.get_account(session, order.account_id)
-    meter = await _meter_side_meter(session, order)
+    meter = _meter_side_meter(order, meters)
     if meter is not None:
-        wallet = await wallets.wallet_for(session, acc, meter.id)
-        held = await ledger.balance_of(session, acc.site_id, wallet)
-        amount = Money(min(order.amount_fen, held.fen))
-        if amount.is_positive:
-            await meter_credit.queue_credit(session, meter.id, amount, f"credit:{order.out_trade_no}",
-                                            actor=f"{order.provider}:notify")
+        await meter_credit.queue_credit(session, meter.id, Money(order.amount_fen), f"credit:{order.out_trade_no}",
+                                        actor=f"{order.provider}:notify", held_by=(acc, meter), up_to_balance=True)
     await audit.record(session, f"{order.provider}:notify", "payment.credited", "order", order.id,
                        after={"amount_fen": order.amount_fen, "trade_no": order.provider_trade_no},
                        site_id=order.site_id)
 
 
-async def _meter_side_meter(session: AsyncSession, order: Order) -> Meter | None:
+def _meter_side_meter(order: Order, meters: list[Meter]) -> Meter | None:
     """The meter that keeps its own balance and should receive this credit, if any."""
-    stmt = select(Meter).where(Meter.account_id == order.account_id)
-    meters = [m for m in await session.scalars(stmt) if order.meter_id in (None, m.id)]
-    if len(meters) == 1 and meters[0].billing_side == "meter":
-        return meters[0]
+    mine = [m for m in meters if order.meter_id in (None, m.id)]
+    if len(mine) == 1 and mine[0].billing_side == "meter":
+        return mine[0]
     return None
 
 

@@ -9,6 +9,7 @@ each decision exactly-once even when ingest or recharge runs twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,12 +29,15 @@ ON_KIND = {"electricity": "relay_close", "water": "valve_open"}
 async def queue_command(session: AsyncSession, meter_id: int, kind: str, key: str,
                         params: dict[str, Any] | None = None, reason: str | None = None,
                         actor: str | None = None, expires_in: timedelta = DEFAULT_EXPIRY,
-                        now: datetime | None = None, gateway_id: int | None = None) -> MeterCommand:
+                        now: datetime | None = None, gateway_id: int | None = None,
+                        key_is_new: bool = False) -> MeterCommand:
     """Persist a command (once per key) and an outbox row that gets it delivered; the lanes of
-    `gateway_id` (the meter's gateway: pass it when at hand) are woken when this commits."""
-    existing = await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
-    if existing is not None:
-        return existing
+    `gateway_id` (the meter's gateway: pass it when at hand) are woken when this commits.
+    `key_is_new`: the caller has just looked the key up itself (the unique key still guards)."""
+    if not key_is_new:
+        existing = await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
+        if existing is not None:
+            return existing
     command_wake.announce(session, [gateway_id])
     now = now or utcnow()
     cmd = MeterCommand(key=key, meter_id=meter_id, kind=kind, params=params or {}, state="queued",
@@ -54,12 +58,17 @@ async def _pending(session: AsyncSession, meter_id: int, kinds: tuple[str, ...])
 
 
 async def apply_credit_rules(session: AsyncSession, account: Account, balance_fen: int,
-                             now: datetime | None = None) -> list[MeterCommand]:
-    """Cut off or restore the meters of `account` given its balance; returns commands queued."""
+                             now: datetime | None = None, meters: Sequence[Meter] | None = None) -> list[MeterCommand]:
+    """Cut off or restore the meters of `account` given its balance; returns commands queued.
+
+    `meters`: the account's meters when the caller has them loaded (a payment does)."""
     if account.payment_mode != "prepaid" or account.state != "open":
         return []
-    meters = list(await session.scalars(select(Meter).where(
-        Meter.account_id == account.id, Meter.billing_side == "platform")))
+    if meters is None:
+        meters = list(await session.scalars(select(Meter).where(
+            Meter.account_id == account.id, Meter.billing_side == "platform")))
+    else:
+        meters = [m for m in meters if m.account_id == account.id and m.billing_side == "platform"]
     out: list[MeterCommand] = []
     in_credit = balance_fen > -account.overdraft_fen
     stamp = (now or utcnow()).isoformat()

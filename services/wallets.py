@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from billing.ledger import cash_code, transfer, wallet_code
 from billing.money import Money
 from services import alerting, ledger, relay
 from services.errors import Conflict, InsufficientBalance, NotFound, ServiceError
-from store.models import Account, LedgerAccount, Meter, Order
+from store.models import Account, LedgerAccount, Meter, Order, Site
 from store.types import utcnow
 
 PROVIDERS = ("cash", "alipay", "wechatpay")
@@ -61,9 +62,15 @@ async def _existing_order(session: AsyncSession, key: str, account_id: int, amou
 
 
 async def credit_order(session: AsyncSession, order: Order, actor: str | None = None,
-                       now: datetime | None = None) -> bool:
-    """Credit a paid recharge order to its wallet, once. Returns True if this call credited it."""
-    acc = await get_account(session, order.account_id, lock=True)
+                       now: datetime | None = None, account: Account | None = None,
+                       meters: Sequence[Meter] | None = None) -> bool:
+    """Credit a paid recharge order to its wallet, once. Returns True if this call credited it.
+
+    `account` (locked by the caller) and its `meters`: a payment notice has them in hand already."""
+    acc = account if account is not None else await get_account(session, order.account_id, lock=True)
+    # The session's identity map holds objects weakly: `site` is kept referenced to the end so that
+    # the alerts below find it there instead of loading it again (twice).
+    site = await session.get(Site, acc.site_id)
     wallet = await wallet_for(session, acc, order.meter_id)
     txn = transfer(f"recharge:{order.out_trade_no}", "recharge", cash_code(order.provider), wallet,
                    Money(order.amount_fen), memo=f"{order.provider} recharge {order.out_trade_no}")
@@ -71,10 +78,11 @@ async def credit_order(session: AsyncSession, order: Order, actor: str | None = 
     order.txn_id, order.state = row.id, "credited"
     if created:
         new, now = await account_balance(session, acc), now or utcnow()
-        await relay.apply_credit_rules(session, acc, new)
+        await relay.apply_credit_rules(session, acc, new, meters=meters)
         await alerting.after_balance_change(session, acc.id, new - order.amount_fen, new, now)
         await alerting.payment_received(session, acc.id, f"recharge:{order.out_trade_no}", order.amount_fen,
                                         new, now)
+    del site
     return created
 
 
