@@ -47,14 +47,15 @@ async def lock_meters(session: AsyncSession, account: Account) -> list[Meter]:
 async def queue_credit(session: AsyncSession, meter_id: int, amount: Money, key: str, actor: str | None = None,
                        now: datetime | None = None, expires_in: timedelta = CREDIT_EXPIRY,
                        held_by: tuple[Account, Meter] | None = None,
-                       up_to_balance: bool = False) -> MeterCommand | None:
+                       up_to_balance: bool = False, new_key: bool = False) -> MeterCommand | None:
     """Hold `amount` from the meter's wallet and queue its push into the meter (once per key).
 
     `held_by`: the account and this meter, locked by the caller in this transaction (a payment
     notice locks them first). `up_to_balance`: push what the wallet holds when that is less
-    than `amount` (nothing, returning None, when it holds nothing); otherwise that is refused."""
+    than `amount` (nothing, returning None, when it holds nothing); otherwise that is refused.
+    `new_key`: the caller knows no command has `key` yet (the unique key still guards)."""
     amount = wallets.require_money(amount)
-    existing = await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
+    existing = None if new_key else await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
     if existing is not None:
         return existing
     if held_by is not None:

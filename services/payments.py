@@ -28,7 +28,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -138,16 +138,18 @@ async def _paid(session: AsyncSession, order: Order, notice: Notice) -> NoticeOu
         if order.state in ("created", "closed", "failed"):
             order.state = "conflict"
         return NoticeOutcome(True, "conflict")
-    known = list(await session.scalars(select(ProviderPayment).where(or_(  # this payment, or the order's first
-        and_(ProviderPayment.provider == notice.provider, ProviderPayment.trade_no == notice.trade_no),
-        and_(ProviderPayment.order_id == order.id, ProviderPayment.role == "primary")))))
-    if any((p.provider, p.trade_no) == (notice.provider, notice.trade_no) for p in known):
+    # A primary payment is recorded in the same transaction that moves the order out of OPEN_STATES
+    # (credit_order / credit_bill_order), under this order's row lock: an open order has none.
+    if order.state not in OPEN_STATES:
+        seen = await session.scalar(select(ProviderPayment.id).where(
+            ProviderPayment.provider == notice.provider, ProviderPayment.trade_no == notice.trade_no))
+        return NoticeOutcome(True, "duplicate") if seen is not None else await _extra(session, order, notice)
+    if not await outbox.insert_ignoring(session, ProviderPayment, dict(
+            order_id=order.id, provider=notice.provider, trade_no=notice.trade_no, amount_fen=notice.amount.fen,
+            role="primary", status="credited", created_at=utcnow()), ["provider", "trade_no"]):
+        log.warning("%s payment %s was already recorded for another order than %s: not credited again",
+                    notice.provider, notice.trade_no, order.out_trade_no)
         return NoticeOutcome(True, "duplicate")
-    primary = any(p.order_id == order.id and p.role == "primary" for p in known)
-    if primary or order.state not in OPEN_STATES:
-        return await _extra(session, order, notice)
-    session.add(ProviderPayment(order_id=order.id, provider=notice.provider, trade_no=notice.trade_no,
-                                amount_fen=notice.amount.fen, role="primary", status="credited"))
     order.provider, order.provider_trade_no = notice.provider, notice.trade_no
     order.paid_at = notice.paid_at or utcnow()
     if order.kind == "bill":
@@ -167,9 +169,10 @@ async def _after_credit(session: AsyncSession, order: Order, acc: Account, meter
     a second one here would reach the tenant twice.
     """
     meter = _meter_side_meter(order, meters)
-    if meter is not None:
+    if meter is not None:  # the order's lock and state make this once-only: no command has its key yet
         await meter_credit.queue_credit(session, meter.id, Money(order.amount_fen), f"credit:{order.out_trade_no}",
-                                        actor=f"{order.provider}:notify", held_by=(acc, meter), up_to_balance=True)
+                                        actor=f"{order.provider}:notify", held_by=(acc, meter), up_to_balance=True,
+                                        new_key=True)
     await audit.record(session, f"{order.provider}:notify", "payment.credited", "order", order.id,
                        after={"amount_fen": order.amount_fen, "trade_no": order.provider_trade_no},
                        site_id=order.site_id)
