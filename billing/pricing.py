@@ -68,34 +68,107 @@ def price_interval(
     rates: RateQuantities | None = None,
 ) -> Priced:
     """Price `quantity` base units consumed over [start, end) (aware datetimes)."""
+    return price_shape(interval_shape(versions, start, end, tz), quantity, month_used_before, rates)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Part of an interval under one tariff version (and, for tiered tariffs, in one local month)."""
+
+    start: datetime
+    end: datetime
+    version: TariffVersion
+    new_month: bool  # a local month begins with this piece: tiers count from zero again
+    tou_seconds: tuple[int, ...] | None  # time in each TOU rate (weights when no rate registers)
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalShape:
+    """What pricing an interval needs besides its quantity: the same for every meter read at the
+    same two instants on the same tariff, so a batch computes it once (`ShapeMemo`)."""
+
+    pieces: tuple[Piece, ...]
+    weights: tuple[int, ...]  # each piece's share of the quantity (duration); unused for one piece
+    end_new_month: bool  # `end` lies in a later local month than the last piece's month
+    start_month: str  # local "YYYY-MM" of start and of end
+    end_month: str
+
+
+def interval_shape(versions: "list[TariffVersion] | tuple[TariffVersion, ...]", start: datetime, end: datetime,
+                   tz: ZoneInfo) -> IntervalShape:
+    """Cut [start, end) into priced pieces; depends only on the versions, the instants and the zone."""
     if end < start:
         raise ValueError("interval ends before it starts")
-    pieces = _pieces(versions, start, end, tz)
+    raw = _pieces(versions, start, end, tz)
+    weights = [max(int((b - a).total_seconds()), 0) for a, b, _ in raw]
+    if sum(weights) == 0:
+        weights = [1] + [0] * (len(raw) - 1)
+    pieces = []
+    prev_month = _month_key(start, tz)
+    for i, (a, b, v) in enumerate(raw):
+        month = _month_key(a, tz)
+        new_month = bool(i) and month != prev_month
+        prev_month = month if new_month else prev_month
+        seconds = _tou_seconds(v.tariff, a, b, tz) if isinstance(v.tariff, TimeOfUse) else None
+        pieces.append(Piece(a, b, v, new_month, seconds))
+    end_key = _month_key(end, tz)
+    return IntervalShape(tuple(pieces), tuple(weights), end_key != prev_month,
+                         "%04d-%02d" % _month_key(start, tz), "%04d-%02d" % end_key)
+
+
+def price_shape(shape: IntervalShape, quantity: int, month_used_before: int = 0,
+                rates: RateQuantities | None = None) -> Priced:
+    """Price `quantity` over an interval already cut into pieces (see price_interval)."""
+    pieces = shape.pieces
     trusted = rates if rates_agree(quantity, rates) else None
     if len(pieces) == 1:  # the common case: one price, one month — nothing to share out
         shares = [quantity]
         rate_shares = [[r] for r in trusted] if trusted else None
     else:
-        weights = [max(int((b - a).total_seconds()), 0) for a, b, _ in pieces]
-        if sum(weights) == 0:
-            weights = [1] + [0] * (len(pieces) - 1)
-        shares = split_by_weights(quantity, weights)
-        rate_shares = [split_by_weights(r, weights) for r in trusted] if trusted else None
+        shares = split_by_weights(quantity, shape.weights)
+        rate_shares = [split_by_weights(r, shape.weights) for r in trusted] if trusted else None
     lines: list[PriceLine] = []
     rate_total = [0, 0, 0, 0]
     used = month_used_before
-    prev_month = _month_key(start, tz)
-    for i, (a, b, v) in enumerate(pieces):
-        if i and _month_key(a, tz) != prev_month:
-            used, prev_month = 0, _month_key(a, tz)
+    for i, piece in enumerate(pieces):
+        if piece.new_month:
+            used = 0
         piece_rates = tuple(rs[i] for rs in rate_shares) if rate_shares else None
-        new_lines, split = _price_piece(v, a, b, shares[i], tz, used, piece_rates)
+        new_lines, split = _price_piece(piece, shares[i], used, piece_rates)
         lines += new_lines
         rate_total = [x + y for x, y in zip(rate_total, split)]
         used += shares[i]
-    if _month_key(end, tz) != prev_month:
+    if shape.end_new_month:
         used = 0
     return Priced(tuple(lines), quantity, tuple(rate_total), used)  # type: ignore[arg-type]
+
+
+class ShapeMemo:
+    """Interval shapes of one tariff (its versions) in one time zone, keyed by (start, end).
+
+    Pure and bounded: at most `size` shapes, the oldest dropped first. Every meter of a polling
+    round is read at the same instants, so a batch of hundreds of meters cuts one interval once;
+    each meter's lines are still priced from its own quantity with the same rounding rules."""
+
+    def __init__(self, versions: "list[TariffVersion] | tuple[TariffVersion, ...]", tz: ZoneInfo,
+                 size: int = 64) -> None:
+        self.versions, self.tz, self.size = tuple(versions), tz, size
+        self._shapes: dict[tuple[datetime, datetime], IntervalShape] = {}
+
+    def shape(self, start: datetime, end: datetime) -> IntervalShape:
+        key = (start, end)
+        found = self._shapes.get(key)
+        if found is None:
+            found = interval_shape(self.versions, start, end, self.tz)
+            if len(self._shapes) >= self.size:
+                del self._shapes[next(iter(self._shapes))]
+            self._shapes[key] = found
+        return found
+
+    def price(self, start: datetime, end: datetime, quantity: int, month_used_before: int = 0,
+              rates: RateQuantities | None = None) -> Priced:
+        """The same Priced as price_interval(versions, start, end, quantity, tz, ...)."""
+        return price_shape(self.shape(start, end), quantity, month_used_before, rates)
 
 
 def _month_key(at: datetime, tz: ZoneInfo) -> tuple[int, int]:
@@ -115,21 +188,21 @@ def _pieces(versions, start: datetime, end: datetime, tz: ZoneInfo) -> list[tupl
     return [(a, b, version_at(versions, a)) for a, b in zip(points, points[1:])] or [(start, end, first)]
 
 
-def _price_piece(v: TariffVersion, a: datetime, b: datetime, qty: int, tz: ZoneInfo, used: int,
-                 rates: tuple[int, ...] | None) -> tuple[list[PriceLine], list[int]]:
+def _price_piece(piece: Piece, qty: int, used: int, rates: tuple[int, ...] | None) -> tuple[list[PriceLine], list[int]]:
+    v = piece.version
     t = v.tariff
     if isinstance(t, Flat):
         return [line("flat", qty, t.price, v.id)], [0, 0, qty, 0]
     if isinstance(t, Tiered):
         return tiered_lines(t, used, qty, v.id), [0, 0, qty, 0]
-    assert isinstance(t, TimeOfUse)
-    split = list(rates) if rates is not None else _split_by_windows(t, a, b, qty, tz)
+    assert isinstance(t, TimeOfUse) and piece.tou_seconds is not None
+    split = list(rates) if rates is not None else split_by_weights(qty, piece.tou_seconds)
     lines = [line(r, q, t.prices[r], v.id) for r, q in zip(RATES, split) if q]
     return lines, split
 
 
-def _split_by_windows(t: TimeOfUse, a: datetime, b: datetime, qty: int, tz: ZoneInfo) -> list[int]:
-    """Share qty among rates by the time [a, b) spends in each rate's windows."""
+def _tou_seconds(t: TimeOfUse, a: datetime, b: datetime, tz: ZoneInfo) -> tuple[int, ...]:
+    """The time [a, b) spends in each rate's windows: the weights that share its quantity."""
     seconds = [0, 0, 0, 0]
     cursor = a.astimezone(tz)
     stop = b.astimezone(tz)
@@ -141,7 +214,7 @@ def _split_by_windows(t: TimeOfUse, a: datetime, b: datetime, qty: int, tz: Zone
         cursor = nxt
     if sum(seconds) == 0:
         seconds[RATES.index(t.rate_at(a.astimezone(tz)))] = 1
-    return split_by_weights(qty, seconds)
+    return tuple(seconds)
 
 
 def _next_boundary(t: TimeOfUse, local: datetime) -> datetime:

@@ -1,0 +1,216 @@
+"""The statements of an ingest batch, as driver-level SQL for SQLite and PostgreSQL.
+
+A batch reads and writes hundreds of rows of a few columns; SQLAlchemy's per-value type
+processing (datetime and JSON conversion, one Row object per row) cost more than the database
+work itself. Here values go to the driver as tuples: on SQLite datetimes as the text SQLAlchemy
+stores (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC), on PostgreSQL as aware datetimes with arrays as single
+parameters (`= ANY`, `unnest`) and COPY for new rows. asyncpg errors raised outside SQLAlchemy are
+translated to its exceptions, so `uow.in_transaction` still retries lost races.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.tariffs import PriceLine
+
+UTC = timezone.utc
+SQLITE_CHUNK = 5000  # rows per json_each parameter / executemany on SQLite
+
+
+class Store:
+    """One batch's connection; datetimes and JSON converted for the dialect (`dt`, `when`, `js`)."""
+
+    pg = False
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._parsed: dict[Any, datetime] = {}
+        self._text: dict[datetime, Any] = {}
+
+    def dt(self, value: datetime | None) -> Any:
+        """A datetime as the driver takes it (cached: a batch's readings share a few instants)."""
+        if value is None:
+            return None
+        out = self._text.get(value)
+        if out is None:
+            out = self._text[value] = self._to_db(value)
+        return out
+
+    def when(self, raw: Any) -> datetime | None:
+        """A datetime column's value as an aware UTC datetime."""
+        if raw is None:
+            return None
+        out = self._parsed.get(raw)
+        if out is None:
+            out = self._parsed[raw] = self._from_db(raw)
+        return out
+
+    def _to_db(self, value: datetime) -> Any:
+        u = value.astimezone(UTC)
+        return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (u.year, u.month, u.day, u.hour, u.minute, u.second,
+                                                       u.microsecond)
+
+    def _from_db(self, raw: Any) -> datetime:
+        return datetime.fromisoformat(raw).replace(tzinfo=UTC)
+
+    @staticmethod
+    def js(raw: Any) -> Any:
+        """A JSON column's value as Python (SQLite returns its text)."""
+        return json.loads(raw) if isinstance(raw, str) else raw
+
+    lock = ""  # row locks: SQLite's BEGIN IMMEDIATE already holds the whole database
+
+    async def rows(self, sql: str, values: Sequence[Any], pg_type: str = "bigint") -> list[Any]:
+        """`sql` with `:values` standing for the list `values` (one parameter, any length)."""
+        out: list[Any] = []
+        for part in _chunks(values):
+            sql_ = sql.replace(":values", "(SELECT value FROM json_each(?))")
+            out += (await self.conn.exec_driver_sql(sql_, (json.dumps(list(part)),))).all()
+        return out
+
+    async def many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        for part in _chunks(rows):
+            await self.conn.exec_driver_sql(sql, list(part))
+
+    async def insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        marks = ", ".join("?" for _ in columns)
+        await self.many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    async def existing(self, keys: Sequence[tuple[int, int, datetime]]) -> set[tuple[int, int, datetime]]:
+        """Which (meter, epoch, taken_at) of `keys` are stored: one unique-index probe each."""
+        found: set[tuple[int, int, datetime]] = set()
+        for part in _chunks(keys):
+            rows = await self.conn.exec_driver_sql(
+                "SELECT r.meter_id, r.epoch, r.taken_at FROM json_each(?) AS j CROSS JOIN readings AS r "
+                "WHERE r.meter_id = json_extract(j.value, '$[0]') AND r.epoch = json_extract(j.value, '$[1]') "
+                "AND r.taken_at = json_extract(j.value, '$[2]')",
+                (json.dumps([[m, e, self.dt(t)] for m, e, t in part]),))
+            found.update((m, e, self.when(t)) for m, e, t in rows)  # type: ignore[misc]
+        return found
+
+    async def ledger_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        """Ids of the ledger accounts (site, code), by the (site_id, code) unique index."""
+        found: dict[tuple[int, str], int] = {}
+        for part in _chunks(keys):
+            rows = await self.conn.exec_driver_sql(
+                "SELECT la.site_id, la.code, la.id FROM json_each(?) AS j CROSS JOIN ledger_accounts AS la "
+                "WHERE la.site_id = json_extract(j.value, '$[0]') AND la.code = json_extract(j.value, '$[1]')",
+                (json.dumps([list(k) for k in part]),))
+            found.update({(s, c): i for s, c, i in rows})
+        return found
+
+    async def update_many(self, table: str, columns: Sequence[str], types: dict[str, str],
+                          rows: Sequence[tuple[Any, ...]]) -> None:
+        """SET columns by id; each row is (id, *values)."""
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        await self.many(f"UPDATE {table} SET {sets} WHERE id = ?", [(*r[1:], r[0]) for r in rows])
+
+
+class PgStore(Store):
+    pg = True
+
+    def __init__(self, conn: Any, driver: Any) -> None:
+        super().__init__(conn)
+        self.driver = driver
+
+    def _to_db(self, value: datetime) -> Any:
+        return value
+
+    def _from_db(self, raw: Any) -> datetime:
+        return raw.astimezone(UTC)
+
+    async def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return await fn(*args, **kw)
+        except Exception as ex:  # asyncpg's own errors: give them SQLAlchemy's shape for the retry loop
+            state = getattr(ex, "sqlstate", None)
+            if state is None:
+                raise
+            if state.startswith("23"):
+                raise IntegrityError(str(args[0])[:200], None, ex) from ex
+            raise DBAPIError(str(args[0])[:200], None, ex) from ex
+
+    lock = " FOR NO KEY UPDATE"
+
+    async def rows(self, sql: str, values: Sequence[Any], pg_type: str = "bigint") -> list[Any]:
+        sql_ = sql.replace(":values", f"ANY($1::{pg_type}[])").replace("IN ANY(", "= ANY(")
+        return list(await self._call(self.driver.fetch, sql_, list(values)))
+
+    async def insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        if rows:
+            await self._call(self.driver.copy_records_to_table, table, records=rows, columns=list(columns))
+
+    async def existing(self, keys: Sequence[tuple[int, int, datetime]]) -> set[tuple[int, int, datetime]]:
+        if not keys:
+            return set()
+        rows = await self._call(
+            self.driver.fetch,
+            "SELECT r.meter_id, r.epoch, r.taken_at FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) "
+            "AS v(m, e, t) JOIN readings AS r ON r.meter_id = v.m AND r.epoch = v.e AND r.taken_at = v.t",
+            [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+        return {(m, e, self.when(t)) for m, e, t in rows}
+
+    async def ledger_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        if not keys:
+            return {}
+        rows = await self._call(
+            self.driver.fetch,
+            "SELECT la.site_id, la.code, la.id FROM unnest($1::bigint[], $2::text[]) AS v(s, c) "
+            "JOIN ledger_accounts AS la ON la.site_id = v.s AND la.code = v.c",
+            [k[0] for k in keys], [k[1] for k in keys])
+        return {(s, c): i for s, c, i in rows}
+
+    async def update_many(self, table: str, columns: Sequence[str], types: dict[str, str],
+                          rows: Sequence[tuple[Any, ...]]) -> None:
+        """One UPDATE ... FROM unnest for all rows; json columns travel as text."""
+        if not rows:
+            return
+        sets = ", ".join(f"{c} = CAST(v.{c} AS json)" if types[c] == "json" else f"{c} = v.{c}" for c in columns)
+        arrays = ", ".join(f"${i + 2}::{'text' if types[c] == 'json' else types[c]}[]" for i, c in enumerate(columns))
+        sql = (f"UPDATE {table} AS t SET {sets} FROM unnest($1::bigint[], {arrays}) AS v(id, {', '.join(columns)}) "
+               "WHERE t.id = v.id")
+        await self._call(self.driver.execute, sql, *([r[i] for r in rows] for i in range(len(columns) + 1)))
+
+
+_HEADS: dict[tuple[str, Decimal, int | None], tuple[str, str, str]] = {}
+
+
+def lines_json(lines: tuple[PriceLine, ...]) -> str:
+    """The priced lines as the JSON text json.dumps gives for their dicts (label, quantity,
+    unit_price, fen, version_id), from a template per (label, price, version): no encoder per row."""
+    out = []
+    for ln in lines:
+        key = (ln.label, ln.unit_price, ln.version_id)
+        head = _HEADS.get(key)
+        if head is None:
+            if len(_HEADS) > 1024:
+                _HEADS.clear()
+            head = _HEADS[key] = (f'{{"label": {json.dumps(ln.label)}, "quantity": ',
+                                  f', "unit_price": {json.dumps(str(ln.unit_price))}, "fen": ',
+                                  f', "version_id": {json.dumps(ln.version_id)}}}')
+        out.append(f"{head[0]}{ln.quantity:d}{head[1]}{ln.amount.fen:d}{head[2]}")
+    return "[" + ", ".join(out) + "]"
+
+
+async def store_for(session: AsyncSession) -> Store:
+    """The batch's store; pending ORM changes are flushed first (raw statements do not autoflush)."""
+    await session.flush()
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        return Store(conn)
+    await conn.exec_driver_sql("SELECT 1")  # the adapter opens its transaction on the first statement
+    raw = await conn.get_raw_connection()
+    return PgStore(conn, raw.driver_connection)
+
+
+def _chunks(items: Sequence[Any], size: int = SQLITE_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
