@@ -190,6 +190,12 @@ def _low_balance_event(
     return AlertEvent(level.kind, account_id, key, at, level.name, balance, level.threshold)
 
 
+def above_all_levels(balance: Money, config: AlertConfig) -> bool:
+    """True when no untripped level can trip at this balance (an account with nothing tripped and
+    such a balance is left as it is by `evaluate`: the ingest path skips it)."""
+    return all(balance.fen > level.threshold.fen for level in config.levels)
+
+
 def evaluate(
     state: AlertState, balance: Money, config: AlertConfig, now: datetime
 ) -> tuple[AlertState, list[AlertEvent]]:

@@ -165,22 +165,31 @@ class _AlertAccount:
             setattr(self, name, getattr(row, name))
 
 
+def _nothing_tripped(raw: dict[str, Any] | None) -> bool:
+    return not raw or not any(level[1] for level in raw.get("levels", ()))
+
+
 async def after_balance_changes(session: AsyncSession, moves: Mapping[int, tuple[int, int]],
-                                now: datetime) -> int:
+                                now: datetime, accounts_at_hand: Mapping[int, Any] | None = None) -> int:
     """Evaluate the low-balance levels for accounts whose balance moved (old_fen, new_fen).
 
-    Cheap on the ingest path: two SELECTs per batch (account columns as plain rows, sites), nothing
-    written unless a level trips or re-arms, and the outbox rows of the batch go in one statement.
+    Cheap on the ingest path: ingest hands over the account columns it has locked
+    (`accounts_at_hand`: id, site_id, tenant_id, code, state, payment_mode, alert_state,
+    alert_settings), an account with nothing tripped, no thresholds of its own and a balance above
+    every level is skipped before any parsing, nothing is written unless a level trips or re-arms,
+    and the outbox rows of the batch go in one statement.
     """
     moved = {a: new for a, (old, new) in moves.items() if old != new}
     if not moved:
         return 0
+    given = accounts_at_hand or {}
     loaded = {obj.id: obj for obj in session.identity_map.values()
-              if isinstance(obj, Account) and obj.id in moved}  # a payment has its account in hand
+              if isinstance(obj, Account) and obj.id in moved and obj.id not in given}  # a payment's account
     table = Account.__table__
-    rest = [a for a in moved if a not in loaded]
-    accounts: list[Any] = list(loaded.values()) + ([_AlertAccount(r) for r in await session.execute(
-        select(*(table.c[n] for n in _AlertAccount.__slots__)).where(table.c.id.in_(rest)))] if rest else [])
+    rest = [a for a in moved if a not in loaded and a not in given]
+    accounts: list[Any] = [given[a] for a in moved if a in given] + list(loaded.values()) + (
+        [_AlertAccount(r) for r in await session.execute(
+            select(*(table.c[n] for n in _AlertAccount.__slots__)).where(table.c.id.in_(rest)))] if rest else [])
     sites = {sid: await session.get(Site, sid) for sid in {a.site_id for a in accounts}}
     rows: list[tuple[str, dict[str, Any], datetime]] = []
     changed: dict[int, dict[str, Any]] = {}
@@ -188,6 +197,9 @@ async def after_balance_changes(session: AsyncSession, moves: Mapping[int, tuple
         if acc.state != "open" or acc.payment_mode != "prepaid":
             continue
         site = sites[acc.site_id]
+        if not acc.alert_settings and _nothing_tripped(acc.alert_state) and alerts.above_all_levels(
+                Money(moved[acc.id]), site_config(site)):  # type: ignore[arg-type]
+            continue
         config = site_config(site, acc)  # type: ignore[arg-type]
         state = load_state(acc.id, acc.alert_state)
         new_state, events = alerts.evaluate(state, Money(moved[acc.id]), config, now)

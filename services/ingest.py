@@ -83,7 +83,7 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
     await _save_meters(session, store, [m for m in meters.values() if m.touched], now)
     moved = await _write(store, batch, now)
     await _cutoffs(session, batch, accounts, moved, now)
-    await alerting.after_balance_changes(session, moved, now)
+    await alerting.after_balance_changes(session, moved, now, accounts)
     return results
 
 
@@ -91,7 +91,7 @@ _METER_READ = ("id", "site_id", "account_id", "utility", "billing_side", "tariff
                "base_total", "base_rates", "month_key", "month_used", "flags", "last_reading_at",
                "relay_changed_at", "register_modulus", "max_rate_per_h")
 _ACCOUNT_READ = ("id", "code", "site_id", "balance_model", "payment_mode", "package_units", "opened_at",
-                 "overdraft_fen")
+                 "overdraft_fen", "tenant_id", "state", "alert_state", "alert_settings")  # the last four: for alerts
 # What a reading may move on its meter, by group: a batch writes only the groups its readings moved
 # (one statement per distinct set), so live values, relay and purchase counter are not rewritten
 # for every plain energy reading.
@@ -133,8 +133,10 @@ class _AccountRow:
 
     def __init__(self, row: Any, store: Store) -> None:
         (self.id, self.code, self.site_id, self.balance_model, self.payment_mode, self.package_units,
-         opened_at, self.overdraft_fen) = row
+         opened_at, self.overdraft_fen, self.tenant_id, self.state, alert_state, alert_settings) = row
         self.opened_at = store.when(opened_at)
+        self.alert_state = store.js(alert_state) if alert_state is not None else None
+        self.alert_settings = store.js(alert_settings) if alert_settings is not None else None
 
 
 class _Batch:

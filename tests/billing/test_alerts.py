@@ -20,6 +20,7 @@ from billing.alerts import (
     LinkStatus,
     PowerSample,
     abnormal_load,
+    above_all_levels,
     cut_off_done,
     daily_digest,
     due_repeats,
@@ -234,3 +235,17 @@ def test_any_balance_walk_fires_each_crossing_at_most_once_and_only_below_its_th
             if fen > lv.threshold.fen + hysteresis:
                 assert not state.level(lv.name).tripped
     assert len(keys) == len(set(keys))
+
+
+@given(st.integers(-10**6, 10**6), st.lists(st.integers(-10**5, 10**5), min_size=1, max_size=4, unique=True),
+       st.integers(0, 5000))
+@settings(max_examples=300, deadline=None)
+def test_above_all_levels_means_evaluate_changes_nothing_for_an_untripped_account(balance, thresholds, hysteresis):
+    """The ingest path skips such accounts without evaluating them: that must be exactly a no-op."""
+    levels = tuple(AlertLevel(f"L{i}", Money(t)) for i, t in enumerate(sorted(thresholds, reverse=True)))
+    config = AlertConfig(levels, Money(hysteresis))
+    state = AlertState("A1")
+    if above_all_levels(Money(balance), config):
+        assert evaluate(state, Money(balance), config, T0) == (state, [])
+    else:
+        assert evaluate(state, Money(balance), config, T0)[1]  # some level trips: it is announced
