@@ -454,7 +454,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_ledger_accounts_account_id_accounts')),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_ledger_accounts_site_id_sites')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_accounts')),
-    sa.UniqueConstraint('site_id', 'code', name=op.f('uq_ledger_accounts_site_id_code'))
+    sa.UniqueConstraint('site_id', 'code', name=op.f('uq_ledger_accounts_site_id_code')),
+    postgresql_with={'fillfactor': 80}
     )
     with op.batch_alter_table('ledger_accounts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ledger_accounts_account_id'), ['account_id'], unique=False)
@@ -610,7 +611,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_meters_site_id_sites')),
     sa.ForeignKeyConstraint(['tariff_id'], ['tariffs.id'], name=op.f('fk_meters_tariff_id_tariffs')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_meters')),
-    sa.UniqueConstraint('gateway_id', 'port', 'address', name=op.f('uq_meters_gateway_id_port_address'))
+    sa.UniqueConstraint('gateway_id', 'port', 'address', name=op.f('uq_meters_gateway_id_port_address')),
+    postgresql_with={'fillfactor': 80}
     )
     with op.batch_alter_table('meters', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_meters_account_id'), ['account_id'], unique=False)

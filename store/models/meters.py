@@ -52,7 +52,8 @@ class Meter(Base):
     """A metering point. `epoch` counts physical replacements; the base_* columns are the billing baseline."""
 
     __tablename__ = "meters"
-    __table_args__ = (UniqueConstraint("gateway_id", "port", "address"),)
+    # the baseline moves on every reading: room on each page keeps those updates HOT (no index writes)
+    __table_args__ = (UniqueConstraint("gateway_id", "port", "address"), {"postgresql_with": {"fillfactor": 80}})
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id"), index=True, default=None)
