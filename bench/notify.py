@@ -195,7 +195,9 @@ async def run(url: str, seconds: float, rate: float, buses: int, meters_per_bus:
                 tasks.append(asyncio.create_task(pay(order.out_trade_no)))
             await asyncio.gather(*tasks)
             confirmed = await wait_confirmed(sessions, total, timeout_s=60 + seconds)
-            used = {pid: cpu_s(pid) - was for pid, was in cpu0.items()}
+            split = await stages(sessions, sent_at)
+            pg_pids = sorted(set(pg_pids) | set(await pg_backends(url)))  # the pools opened more meanwhile
+            used = {pid: cpu_s(pid) - cpu0.get(pid, 0.0) for pid in {*cpu0, *pg_pids}}
             own = time.process_time() - own0
             load = os.getloadavg()
         finally:
@@ -221,7 +223,7 @@ async def run(url: str, seconds: float, rate: float, buses: int, meters_per_bus:
             if latencies else None,
             "payments_per_s": round(len(confirmed) / span, 1), "offered_per_s": rate,
             "ack_p50_ms": round(statistics.median(acks), 1), "ack_p99_ms": round(sorted(acks)[int(len(acks) * 0.99)], 1),
-            "web_processes": webs, "cpu_ms_per_payment": {
+            "web_processes": webs, **split, "cpu_ms_per_payment": {
                 "web": per_payment("web"), "runtime": per_payment("runtime"),
                 "outside_world": round(1000 * own / n, 2),
                 "postgres": round(1000 * sum(used[p] for p in pg_pids) / n, 2)},
@@ -229,7 +231,7 @@ async def run(url: str, seconds: float, rate: float, buses: int, meters_per_bus:
 
 
 async def pg_backends(url: str) -> list[int]:
-    """PostgreSQL server processes of the bench database (present at the start: the pools are warm)."""
+    """PostgreSQL server processes of the bench database (a backend that has gone is not counted)."""
     if not url.startswith("postgresql"):
         return []
     engine = make_engine(url)
@@ -260,6 +262,23 @@ async def wait_confirmed(sessions, total: int, timeout_s: float) -> dict[str, da
         if len(rows) >= total or time.perf_counter() > deadline:
             return rows
         await asyncio.sleep(0.2)
+
+
+async def stages(sessions, sent_at: dict[str, datetime]) -> dict[str, float | None]:
+    """Where the time went, p50 of each stage (ms): notify -> command queued (the web transaction),
+    queued -> first write on the wire (`sent_at`: the lane), on the wire -> confirmed by read-back."""
+    async with sessions() as s:
+        rows = (await s.execute(select(MeterCommand.key, MeterCommand.created_at, MeterCommand.sent_at,
+                                       MeterCommand.confirmed_at).where(MeterCommand.kind == "push_credit"))).all()
+    parts: dict[str, list[float]] = {"to_queued": [], "queued_to_sent": [], "sent_to_confirmed": []}
+    for key, created, sent, confirmed in rows:
+        start = sent_at.get(key.removeprefix("credit:"))
+        if start is None or created is None or sent is None or confirmed is None:
+            continue
+        parts["to_queued"].append((created - start).total_seconds() * 1000)
+        parts["queued_to_sent"].append((sent - created).total_seconds() * 1000)
+        parts["sent_to_confirmed"].append((confirmed - sent).total_seconds() * 1000)
+    return {f"{name}_p50_ms": round(statistics.median(v), 1) if v else None for name, v in parts.items()}
 
 
 async def _admin(sql: str) -> None:
