@@ -30,7 +30,7 @@ from devices.errors import DeviceError
 from devices.sample import MeterRef
 from services import meter_credit
 from services.uow import in_transaction
-from store.models import AuditEntry, Gateway, Meter, MeterCommand
+from store.models import Account, AuditEntry, Gateway, Meter, MeterCommand
 from store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,14 @@ class DbCommandStore:
         """Claim up to `limit` queued/sent commands that are due, oldest first."""
         return await self.claim(now, limit, self.gateways)
 
-    async def claim(self, now: datetime, limit: int, gateways: Collection[str] | None) -> list[Command]:
-        """Claim up to `limit` due commands of these gateways (None: every gateway), in one transaction."""
-        return await in_transaction(self.sessions, lambda s: self._claim(s, now, limit, gateways))
+    async def claim(self, now: datetime, limit: int, gateways: Collection[str] | None,
+                    lease_s: float | None = None) -> list[Command]:
+        """Claim up to `limit` due commands of these gateways (None: every gateway), in one transaction,
+        for `lease_s` (default: the store's `claim_s`)."""
+        return await in_transaction(self.sessions, lambda s: self._claim(s, now, limit, gateways, lease_s))
 
     async def _claim(self, session: AsyncSession, now: datetime, limit: int,
-                     gateways: Collection[str] | None) -> list[Command]:
+                     gateways: Collection[str] | None, lease_s: float | None) -> list[Command]:
         stmt = (select(MeterCommand.id, MeterCommand.kind, MeterCommand.expires_at, MeterCommand.params,
                        MeterCommand.state, MeterCommand.attempts, MeterCommand.next_attempt_at, MeterCommand.last_error,
                        Gateway.code, Meter.port, Meter.address)
@@ -138,7 +140,7 @@ class DbCommandStore:
         if session.bind.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True, of=MeterCommand)
         rows = (await session.execute(stmt)).all()
-        lease = now + timedelta(seconds=self.claim_s)
+        lease = now + timedelta(seconds=self.claim_s if lease_s is None else lease_s)
         if rows:  # the claim: invisible to other executors until the lease ends
             await session.execute(update(MeterCommand).where(MeterCommand.id.in_([r.id for r in rows]))
                                   .values(next_attempt_at=lease).execution_options(synchronize_session=False))
@@ -152,6 +154,17 @@ class DbCommandStore:
                     .where(MeterCommand.state.in_(OPEN_STATES), MeterCommand.next_attempt_at <= now,
                            Gateway.code.in_(sorted(gateways))))
             return set(await session.scalars(stmt))
+
+    async def renew(self, commands: Collection[Command], now: datetime, until: datetime) -> set[str]:
+        """Extend the claim of commands still waiting to start; the ids renewed. Only a claim that has
+        not run out is extended (one that has may be another executor's now), and only open rows."""
+        ids = [int(c.id) for c in commands]
+        if not ids:
+            return set()
+        stmt = (update(MeterCommand).where(MeterCommand.id.in_(ids), MeterCommand.state.in_(OPEN_STATES),
+                                           MeterCommand.next_attempt_at > now)
+                .values(next_attempt_at=until).returning(MeterCommand.id).execution_options(synchronize_session=False))
+        return {str(i) for i in await in_transaction(self.sessions, lambda s: _scalars(s, stmt))}
 
     async def release(self, commands: Collection[Command], now: datetime) -> None:
         """Hand claimed commands that were never started back (due now), e.g. when a runtime stops."""
@@ -176,14 +189,23 @@ class DbCommandStore:
         return await in_transaction(self.sessions, lambda s: save_outcomes(s, commands))
 
 
+async def _scalars(session: AsyncSession, stmt: Any) -> list[Any]:
+    return list(await session.scalars(stmt))
+
+
 async def save_outcomes(session: AsyncSession, commands: list[Command]) -> set[str]:
     """Record outcomes in order; the ids whose row was no longer open (their outcome is dropped).
 
-    The rows are locked in id order, the meters to confirm in id order. Relay, price and clock
-    commands are written with a few bulk statements (the common case: batches); a credit goes
-    through the ORM because settling it posts to the ledger.
+    Locks follow the order every writer takes (README): the accounts of the meters whose outcome
+    reaches past the command row (a confirmation moves the meter; a settled or voided credit moves
+    the ledger), then the command rows, then those meters, each in id order; the ledger accounts
+    come last, in the postings. A `sent` mark or a retry writes only its command row, so it takes
+    no account lock and never waits behind an ingest batch on the bus's critical path. Relay,
+    price and clock commands are written with a few bulk statements (the common case: batches);
+    a credit goes through the ORM because settling it posts to the ledger.
     """
     ids = sorted({int(c.id) for c in commands})
+    locked = await lock_accounts(session, await owners_of(session, {int(c.id) for c in commands if _reaches_owner(c)}))
     found = (await session.execute(
         select(MeterCommand.id, MeterCommand.state, MeterCommand.kind, MeterCommand.meter_id, MeterCommand.sent_at,
                MeterCommand.reason, Meter.site_id)
@@ -192,7 +214,11 @@ async def save_outcomes(session: AsyncSession, commands: list[Command]) -> set[s
     rows = {r.id: r for r in found}
     confirming = sorted({rows[int(c.id)].meter_id for c in commands if c.state == "confirmed" and int(c.id) in rows})
     if confirming:
-        await session.execute(select(Meter.id).where(Meter.id.in_(confirming)).order_by(Meter.id).with_for_update())
+        owners = set(await session.scalars(select(Meter.account_id).where(Meter.id.in_(confirming))
+                                           .order_by(Meter.id).with_for_update(key_share=True)))
+        late = {i for i in owners if i is not None} - locked
+        if late:  # an account opened on one of these meters since the first look (rare): lock it too, late
+            await lock_accounts(session, late)
     now = utcnow()
     state = {i: (r.state, r.sent_at) for i, r in rows.items()}
     updates: dict[int, dict[str, Any]] = {}
@@ -277,6 +303,39 @@ async def _confirmed(session: AsyncSession, row: MeterCommand, meter: Meter, now
         await meter_credit.settle(session, row, meter)
 
 
+def _reaches_owner(command: Command) -> bool:
+    """Whether this outcome writes past its command row: a meter confirmed, or a credit settled or voided."""
+    return command.state == "confirmed" or (command.kind == "push_credit" and command.state not in OPEN_STATES)
+
+
+async def owners_of(session: AsyncSession, command_ids: Collection[int]) -> set[int]:
+    """The accounts these commands' outcomes may write to, read without locks: each meter's account
+    and, for a credit, the account whose wallet holds it (the meter may have changed hands since)."""
+    if not command_ids:
+        return set()
+    rows = await session.execute(select(MeterCommand.kind, MeterCommand.params, Meter.account_id)
+                                 .join(Meter, Meter.id == MeterCommand.meter_id)
+                                 .where(MeterCommand.id.in_(sorted(command_ids))))
+    out: set[int] = set()
+    for kind, params, owner in rows:
+        if owner is not None:
+            out.add(int(owner))
+        if kind == "push_credit" and (params or {}).get("account_id") is not None:
+            out.add(int(params["account_id"]))
+    return out
+
+
+async def lock_accounts(session: AsyncSession, ids: Collection[int]) -> set[int]:
+    """Lock these accounts in id order, before anything else of theirs: the first step of the lock
+    order every writer keeps (accounts, meters, wallets). NO KEY UPDATE, as ingest takes them: a
+    payment and a command outcome of one account queue behind each other instead of deadlocking,
+    and rows that merely point at the account can still be inserted. Returns the ids locked."""
+    if not ids:
+        return set()
+    return set(await session.scalars(select(Account.id).where(Account.id.in_(sorted(ids))).order_by(Account.id)
+                                     .with_for_update(key_share=True)))
+
+
 def _audit_values(command_id: int, kind: str, state: str, before: str, attempts: int, error: str | None,
                   reason: str | None, actor: str, site_id: int | None, now: datetime) -> dict[str, Any]:
     after: dict[str, Any] = {"state": state, "kind": kind, "attempts": attempts}
@@ -293,7 +352,14 @@ def _audit(session: AsyncSession, row: MeterCommand, before: str, actor: str, si
 
 
 async def cancel(session: AsyncSession, command_id: int, actor: str, reason: str | None = None) -> bool:
-    """Cancel a command that has not been sent; a sent one must be confirmed or expire."""
+    """Cancel a command that has not been sent; a sent one must be confirmed or expire.
+
+    A credit's account is locked before its row (the hold goes back to the wallet): the lock order
+    of every writer. Other kinds write only their row and take no account lock, so a batch
+    cancelling many of them cannot lock accounts out of id order."""
+    kind = await session.scalar(select(MeterCommand.kind).where(MeterCommand.id == command_id))
+    if kind == "push_credit":
+        await lock_accounts(session, await owners_of(session, [command_id]))
     row = await session.get(MeterCommand, command_id, with_for_update=True)
     if row is None or row.state != "queued":
         return False
