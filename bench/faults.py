@@ -247,7 +247,8 @@ async def run(quick: bool, keep: bool) -> dict[str, Any]:
             suite.stop.set()  # load and supervisor end before anything is torn down
             await asyncio.gather(*load, return_exceptions=True)
         t0 = time.monotonic()
-        await suite.settle(240)  # a killed poller's claimed commands (a lane claims up to 32) return after 30 s
+        await suite.settle(240)  # an upper bound: settles as soon as every credit and command has landed (a killed
+        # poller's unstarted claims come back within the lanes' 10 s hold)
         phases["settle_s"] = round(time.monotonic() - t0, 1)
         field_meters = await t.field("GET", "/meters")
         stats = await t.field("GET", "/stats")
