@@ -59,6 +59,8 @@ import xmltodict  # noqa: E402
 from aiohttp import web  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+from store.db import admin_sql  # noqa: E402
+from procstat import cpu_s  # noqa: E402
 from wechatpy.crypto import WeChatCrypto  # noqa: E402
 from wechatpy.replies import deserialize_reply  # noqa: E402
 from wechatpy.utils import WeChatSigner  # noqa: E402
@@ -79,12 +81,7 @@ def openid_of(n: int) -> str:
 
 # -- the database ----------------------------------------------------------------------------
 async def admin(sql: str) -> None:
-    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
+    await admin_sql(ADMIN_URL, sql)
 
 
 async def seed(url: str, tenants: int, reading_minutes: int) -> None:
@@ -281,13 +278,6 @@ def pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
-def cpu_s(pid: int) -> float:
-    """User+system CPU seconds of a process (Linux /proc); 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def pg_backends(db_name: str | None) -> list[int]:

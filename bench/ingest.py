@@ -26,13 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, text  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
 
 from billing.ledger import cash_code, wallet_code  # noqa: E402
 import services.ingest as ingest_module  # noqa: E402
 from services.ingest import ReadingIn, ingest  # noqa: E402
 from services.uow import in_transaction  # noqa: E402
-from store.db import create_all, make_engine, make_sessionmaker  # noqa: E402
+from store.db import admin_sql, create_all, make_engine, make_sessionmaker  # noqa: E402
 from store.models import (Account, Company, Gateway, LedgerAccount, LedgerTransaction, Meter, Posting,  # noqa: E402
                           Reading, Site, Tariff, TariffVersion, Tenant)
 
@@ -148,12 +148,7 @@ async def run_one(url: str, meters: int, rounds: int, batch: int) -> dict[str, f
 
 
 async def _pg_admin(sql: str) -> None:
-    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
+    await admin_sql(PG_ADMIN, sql)
 
 
 async def run_postgres(meters: int, rounds: int, batch: int) -> dict[str, float]:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import random
-import statistics
 import sys
 import time
 from datetime import datetime, timezone

@@ -28,8 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import func, insert, select, text  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 
 from billing.ledger import cash_code, transfer, wallet_code  # noqa: E402
 from billing.money import Money  # noqa: E402
@@ -37,7 +36,7 @@ from billing.periods import month  # noqa: E402
 from services import ledger  # noqa: E402
 from services.bulk import chunks, post_many  # noqa: E402
 from services.monthend import run_month_end  # noqa: E402
-from store.db import create_all, make_engine, make_sessionmaker  # noqa: E402
+from store.db import admin_sql, create_all, make_engine, make_sessionmaker  # noqa: E402
 from store.models import (Account, ApportionGroup, ApportionMember, Bill, BillLine, Building, Company,  # noqa: E402
                           FeeItem, Floor, LedgerTransaction, Meter, Reading, Room, Site, Tariff, TariffVersion,
                           Tenant)
@@ -52,12 +51,7 @@ AREAS = (Decimal("18.50"), Decimal("25.00"), Decimal("32.75"), Decimal("45.00"),
 
 
 async def admin(sql: str) -> None:
-    engine = create_async_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
+    await admin_sql(ADMIN_URL, sql)
 
 
 async def bulk(session, model, rows: list[dict], *returning) -> list:  # type: ignore[no-untyped-def]

@@ -55,8 +55,8 @@ from services.payments import create_payment  # noqa: E402
 from services.uow import in_transaction  # noqa: E402
 from meterpay.cluster import free_port  # noqa: E402
 from sqlalchemy import select, text  # noqa: E402
-from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
-from store.db import create_all, make_engine, make_sessionmaker  # noqa: E402
+from store.db import admin_sql, create_all, make_engine, make_sessionmaker  # noqa: E402
+from procstat import cpu_s  # noqa: E402
 from store.models import Building, Company, Floor, Gateway, Meter, MeterCommand, Room, Site  # noqa: E402
 
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -244,13 +244,6 @@ async def pg_backends(url: str) -> list[int]:
         await engine.dispose()
 
 
-def cpu_s(pid: int) -> float:
-    """User+system CPU seconds of a process (Linux /proc); 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_confirmed(sessions, total: int, timeout_s: float) -> dict[str, datetime]:
@@ -282,12 +275,7 @@ async def stages(sessions, sent_at: dict[str, datetime]) -> dict[str, float | No
 
 
 async def _admin(sql: str) -> None:
-    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
+    await admin_sql(PG_ADMIN, sql)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bench.report_field import batch_ratio  # noqa: E402
 from services.reports import add_months, monthly_report, site_days, site_year  # noqa: E402
-from store.db import create_all, make_engine, make_sessionmaker  # noqa: E402
+from store.db import admin_sql, create_all, make_engine, make_sessionmaker  # noqa: E402
 from store.models import Building, Company, Floor, Meter, Room, Site, UsageDaily, UsageMonthly  # noqa: E402
 
 PG_ADMIN = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -46,12 +46,7 @@ COLS = ("meter_id", "site_id", "utility", "quantity", "sharp", "peak", "flat", "
 
 
 async def pg_admin(sql: str) -> None:
-    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
+    await admin_sql(PG_ADMIN, sql)
 
 
 async def open_db(force_sqlite: bool) -> tuple[AsyncEngine, str, Any]:

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,7 +33,7 @@ from payments.alipay import AlipayConfig, AlipayProvider  # noqa: E402
 from payments.sandbox import generate_keyset, start_alipay_sandbox  # noqa: E402
 from services.payments import create_payment  # noqa: E402
 from services.uow import in_transaction  # noqa: E402
-from store.db import create_all, make_engine, make_sessionmaker  # noqa: E402
+from store.db import admin_sql, create_all, make_engine, make_sessionmaker  # noqa: E402
 
 WECHAT_TOKEN = "trial-token"
 WECHAT_APPID = "wxtrial000000000"
@@ -84,7 +82,7 @@ class Trial:
             admin = self.servers.postgres.url
         else:
             admin = SHARED_PG
-        await _admin_sql(admin, f'CREATE DATABASE "{self.db_name}"')
+        await admin_sql(admin, f'CREATE DATABASE "{self.db_name}"')
         self.db_url = admin.rsplit("/", 1)[0] + f"/{self.db_name}"
         self._admin = admin
         await asyncio.to_thread(self.servers.start_redis)
@@ -124,7 +122,7 @@ class Trial:
         if getattr(self, "engine", None) is not None:
             await self.engine.dispose()
         if not self.pg_private and getattr(self, "_admin", None):
-            await _admin_sql(self._admin, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            await admin_sql(self._admin, f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         await asyncio.to_thread(self.servers.stop)
         if not self.o.keep:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -187,13 +185,6 @@ class Trial:
             return await resp.json()
 
 
-async def _admin_sql(url: str, sql: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
 
 
 async def serve(options: TrialOptions) -> None:

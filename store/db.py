@@ -77,3 +77,13 @@ async def ping(engine: AsyncEngine) -> bool:
         return True
     except Exception:  # noqa: BLE001 - health check reports, never raises
         return False
+
+
+async def admin_sql(url: str, sql: str) -> None:
+    """One statement outside a transaction (CREATE / DROP DATABASE for tests and benches)."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
