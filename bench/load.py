@@ -130,7 +130,8 @@ class Load:
         no = await self.t.open_order(account_id, Money(500 + self.rng.randrange(500)))
         if no is not None:
             self.sent[no] = datetime.now(timezone.utc)
-            self.acked += await self.t.deliver(no, attempts=8)
+            acked = await self.t.deliver(no, attempts=8)  # not `self.acked += await ...`: the read of
+            self.acked += acked  # self.acked would happen before the await, losing other tasks' counts
 
     async def tenant(self, n: int) -> None:
         ids = itertools.count(n * 1_000_000)
