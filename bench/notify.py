@@ -11,7 +11,9 @@ Measured in the deployed shape, everything real on loopback:
   by the database's wake-up (services.command_wake: PostgreSQL LISTEN/NOTIFY) and otherwise
   looks every `--interval` seconds.
 Latency = from the notify POST leaving the sandbox to `confirmed_at` of the meter's push_credit.
-Orders are precreated before the clock starts. The database is a fresh PostgreSQL database on
+Orders are precreated before the clock starts, and `--warmup` seconds of payments at the same
+rate go first, unmeasured (connection pools open, statements prepared, lanes running: the steady
+state a deployed site is in). The database is a fresh PostgreSQL database on
 127.0.0.1:5432 (created and dropped here) unless DATABASE_URL names one. CPU per payment is
 reported per role (web, runtime, this process, PostgreSQL), and the load average with it.
 
@@ -146,7 +148,7 @@ def _start(target: Callable[[dict[str, Any], Connection], None], args: dict[str,
 
 
 async def run(url: str, seconds: float, rate: float, buses: int, meters_per_bus: int, webs: int,
-              interval: float) -> dict[str, object]:
+              interval: float, warmup_s: float) -> dict[str, object]:
     engine = make_engine(url)
     await create_all(engine)
     sessions = make_sessionmaker(engine)
@@ -160,12 +162,13 @@ async def run(url: str, seconds: float, rate: float, buses: int, meters_per_bus:
         accounts = await build_site(sessions, [b.endpoint.tcp_port for b in sim.buses], meters_per_bus)
         provider = AlipayProvider(AlipayConfig(keys.alipay.app_id, keys.alipay.app_private_pem,
                                                keys.alipay.alipay_public_pem, ali.url), http)
-        total = int(seconds * rate)
+        total, warm = int(seconds * rate), int(warmup_s * rate)
         orders = []
-        for i in range(total):
+        for i in range(warm + total):
             async with sessions() as s:
                 orders.append(await create_payment(s, accounts[i % len(accounts)], Money(100 + i % 7), provider,
                                                    "qr", f"bench-{i}", notify_url=f"{base}/payments/alipay/notify"))
+        warmup, orders = orders[:warm], orders[warm:]
         web_args = {"db_url": url, "http_port": http_port, "app_id": keys.alipay.app_id,
                     "app_private_pem": keys.alipay.app_private_pem,
                     "alipay_public_pem": keys.alipay.alipay_public_pem, "gateway_url": ali.url}
@@ -185,16 +188,24 @@ async def run(url: str, seconds: float, rate: float, buses: int, meters_per_bus:
                 await ali.pay(no)
                 acks.append((time.perf_counter() - t0) * 1000)
 
+            async def offer(batch: list[Any]) -> None:
+                start, tasks = time.perf_counter(), []
+                for i, order in enumerate(batch):
+                    await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                    tasks.append(asyncio.create_task(pay(order.out_trade_no)))
+                await asyncio.gather(*tasks)
+
+            if warmup:  # pools opened, statements prepared, lanes running: then the clock starts
+                await offer(warmup)
+                await wait_confirmed(sessions, {f"credit:{o.out_trade_no}" for o in warmup}, timeout_s=60)
+                sent_at.clear()
+                acks.clear()
             pg_pids = await pg_backends(url)
             cpu0 = {pid: cpu_s(pid) for pid in [p.pid for _, p, _ in procs] + pg_pids}
             own0 = time.process_time()
-            started = time.perf_counter()
-            tasks = []
-            for i, order in enumerate(orders):
-                await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
-                tasks.append(asyncio.create_task(pay(order.out_trade_no)))
-            await asyncio.gather(*tasks)
-            confirmed = await wait_confirmed(sessions, total, timeout_s=60 + seconds)
+            await offer(orders)
+            confirmed = await wait_confirmed(sessions, {f"credit:{o.out_trade_no}" for o in orders},
+                                             timeout_s=60 + seconds)
             split = await stages(sessions, sent_at)
             pg_pids = sorted(set(pg_pids) | set(await pg_backends(url)))  # the pools opened more meanwhile
             used = {pid: cpu_s(pid) - cpu0.get(pid, 0.0) for pid in {*cpu0, *pg_pids}}
@@ -223,7 +234,7 @@ async def run(url: str, seconds: float, rate: float, buses: int, meters_per_bus:
             if latencies else None,
             "payments_per_s": round(len(confirmed) / span, 1), "offered_per_s": rate,
             "ack_p50_ms": round(statistics.median(acks), 1), "ack_p99_ms": round(sorted(acks)[int(len(acks) * 0.99)], 1),
-            "web_processes": webs, **split, "cpu_ms_per_payment": {
+            "warmup_payments": warm, "web_processes": webs, **split, "cpu_ms_per_payment": {
                 "web": per_payment("web"), "runtime": per_payment("runtime"),
                 "outside_world": round(1000 * own / n, 2),
                 "postgres": round(1000 * sum(used[p] for p in pg_pids) / n, 2)},
@@ -246,13 +257,14 @@ async def pg_backends(url: str) -> list[int]:
 
 
 
-async def wait_confirmed(sessions, total: int, timeout_s: float) -> dict[str, datetime]:
+async def wait_confirmed(sessions, keys: set[str], timeout_s: float) -> dict[str, datetime]:
+    """confirmed_at of the push_credit commands `keys`, once all are confirmed (or the time is up)."""
     deadline = time.perf_counter() + timeout_s
     while True:
         async with sessions() as s:
-            rows = dict((await s.execute(select(MeterCommand.key, MeterCommand.confirmed_at).where(
-                MeterCommand.kind == "push_credit", MeterCommand.state == "confirmed"))).all())
-        if len(rows) >= total or time.perf_counter() > deadline:
+            rows = {k: at for k, at in (await s.execute(select(MeterCommand.key, MeterCommand.confirmed_at).where(
+                MeterCommand.kind == "push_credit", MeterCommand.state == "confirmed"))).all() if k in keys}
+        if len(rows) >= len(keys) or time.perf_counter() > deadline:
             return rows
         await asyncio.sleep(0.2)
 
@@ -285,6 +297,8 @@ def main() -> None:
     parser.add_argument("--buses", type=int, default=4)
     parser.add_argument("--meters-per-bus", type=int, default=8)
     parser.add_argument("--web", type=int, default=2, help="web processes serving the notify route")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of payments at the same rate before the clock starts (not measured)")
     parser.add_argument("--interval", type=float, default=1.0,
                         help="how often the runtime looks for due commands without a wake-up")
     args = parser.parse_args()
@@ -296,7 +310,7 @@ def main() -> None:
         url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     try:
         result = asyncio.run(run(url, 5.0 if args.quick else 30.0, args.rate, args.buses, args.meters_per_bus,
-                                 args.web, args.interval))
+                                 args.web, args.interval, args.warmup))
     finally:
         if name:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
