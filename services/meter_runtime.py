@@ -182,9 +182,10 @@ class MeterRuntime:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for task in [*self._tasks, *([self._looking] if self._looking else [])]:
+        tasks = [*self._tasks, *([self._looking] if self._looking else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.commands.stop()
         await self.poller.stop()
 
