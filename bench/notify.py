@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import logging
 import multiprocessing as mp
@@ -274,16 +275,20 @@ async def stages(sessions, sent_at: dict[str, datetime]) -> dict[str, float | No
     queued -> first write on the wire (`sent_at`: the lane), on the wire -> confirmed by read-back."""
     async with sessions() as s:
         rows = (await s.execute(select(MeterCommand.key, MeterCommand.created_at, MeterCommand.sent_at,
-                                       MeterCommand.confirmed_at).where(MeterCommand.kind == "push_credit"))).all()
+                                       MeterCommand.confirmed_at, MeterCommand.attempts, MeterCommand.last_error)
+                                .where(MeterCommand.kind == "push_credit"))).all()
+    timed = [r for r in rows if r[0].removeprefix("credit:") in sent_at]
+    errors = collections.Counter((r[5] or "")[:60] for r in timed if r[4] > 1)
     parts: dict[str, list[float]] = {"to_queued": [], "queued_to_sent": [], "sent_to_confirmed": []}
-    for key, created, sent, confirmed in rows:
+    for key, created, sent, confirmed, _, _ in rows:
         start = sent_at.get(key.removeprefix("credit:"))
         if start is None or created is None or sent is None or confirmed is None:
             continue
         parts["to_queued"].append((created - start).total_seconds() * 1000)
         parts["queued_to_sent"].append((sent - created).total_seconds() * 1000)
         parts["sent_to_confirmed"].append((confirmed - sent).total_seconds() * 1000)
-    return {f"{name}_p50_ms": round(statistics.median(v), 1) if v else None for name, v in parts.items()}
+    return {**{f"{name}_p50_ms": round(statistics.median(v), 1) if v else None for name, v in parts.items()},
+            "retried_credits": sum(1 for r in timed if r[4] > 1), "retry_reasons": dict(errors.most_common(3))}
 
 
 async def _admin(sql: str) -> None:
