@@ -200,15 +200,16 @@ async def save_outcomes(session: AsyncSession, commands: list[Command]) -> set[s
     reaches past the command row (a confirmation moves the meter; a settled or voided credit moves
     the ledger), then the command rows, then those meters, each in id order; the ledger accounts
     come last, in the postings. A `sent` mark or a retry writes only its command row, so it takes
-    no account lock and never waits behind an ingest batch on the bus's critical path. Relay,
-    price and clock commands are written with a few bulk statements (the common case: batches);
-    a credit goes through the ORM because settling it posts to the ledger.
+    no account lock and never waits behind an ingest batch on the bus's critical path. Outcomes
+    are written with a few bulk statements (relay batches, and credits: their `sent` marks like any
+    other, the confirmed ones settled in one bulk ledger post); only a credit that failed or
+    expired goes through the ORM, to void its hold.
     """
     ids = sorted({int(c.id) for c in commands})
     locked = await lock_accounts(session, await owners_of(session, {int(c.id) for c in commands if _reaches_owner(c)}))
     found = (await session.execute(
         select(MeterCommand.id, MeterCommand.state, MeterCommand.kind, MeterCommand.meter_id, MeterCommand.sent_at,
-               MeterCommand.reason, Meter.site_id)
+               MeterCommand.reason, MeterCommand.params, Meter.site_id, Meter.utility, Meter.address)
         .join(Meter, Meter.id == MeterCommand.meter_id).where(MeterCommand.id.in_(ids))
         .order_by(MeterCommand.id).with_for_update(of=MeterCommand))).all()
     rows = {r.id: r for r in found}
@@ -224,7 +225,9 @@ async def save_outcomes(session: AsyncSession, commands: list[Command]) -> set[s
     updates: dict[int, dict[str, Any]] = {}
     relays: dict[int, bool] = {}
     audits: list[dict[str, Any]] = []
-    credits: list[Command] = []
+    credits: list[Command] = []  # failed / expired: their hold is voided through the ORM
+    settled: list[meter_credit.Confirmed] = []
+    counters: dict[int, int] = {}  # meter id -> highest purchase confirmed in this round
     refused: set[str] = set()
     for command in commands:
         cid = int(command.id)
@@ -236,9 +239,14 @@ async def save_outcomes(session: AsyncSession, commands: list[Command]) -> set[s
             refused.add(command.id)  # cancelled (or settled) meanwhile: a later outcome does not overwrite it
             continue
         row = rows[cid]
-        if row.kind == "push_credit":
+        if row.kind == "push_credit" and command.state in ("failed", "expired", "cancelled"):
             credits.append(command)
             continue
+        if row.kind == "push_credit" and command.state == "confirmed":
+            count = int(row.params["purchase_count"])
+            counters[row.meter_id] = max(counters.get(row.meter_id, 0), count)
+            settled.append(meter_credit.Confirmed(cid, row.params, row.meter_id, row.site_id, row.utility,
+                                                  row.address))
         if command.state == "sent" and sent_at is None:
             sent_at = now
         state[cid] = (command.state, sent_at)
@@ -264,43 +272,33 @@ async def save_outcomes(session: AsyncSession, commands: list[Command]) -> set[s
         await conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(
             relay_closed=bindparam("b_closed"), relay_changed_at=bindparam("b_at")),
             [dict(b_id=m, b_closed=closed, b_at=now) for m, closed in sorted(relays.items())])
+    if counters:
+        table = Meter.__table__
+        await conn.execute(update(table).where(table.c.id == bindparam("b_id"), table.c.purchase_count < bindparam("b_count"))
+                           .values(purchase_count=bindparam("b_count")),
+                           [dict(b_id=m, b_count=n) for m, n in sorted(counters.items())])
+    await meter_credit.settle_many(session, settled)
     if audits:
         await conn.execute(insert(AuditEntry.__table__), audits)
     for command in credits:
         row = await session.get(MeterCommand, int(command.id))
         assert row is not None
-        meter = await session.get(Meter, row.meter_id) if command.state == "confirmed" else None
-        await _apply(session, row, command, now, meter, rows[int(command.id)].site_id)
+        await _end_credit(session, row, command, now, rows[int(command.id)].site_id)
     return refused
 
 
-async def _apply(session: AsyncSession, row: MeterCommand, command: Command, now: datetime,
-                 meter: Meter | None, site_id: int) -> None:
-    """One outcome on an ORM row (a credit: settled or voided in the ledger with it)."""
+async def _end_credit(session: AsyncSession, row: MeterCommand, command: Command, now: datetime,
+                      site_id: int) -> None:
+    """A credit that will not land (failed, expired): its row, its hold voided in the ledger, the audit."""
     before = row.state
     row.state, row.attempts, row.last_error = command.state, command.attempts, (command.last_error or None)
     if row.last_error:
         row.last_error = row.last_error[:500]
     row.next_attempt_at = command.next_attempt_at or now
-    if command.state == "sent" and row.sent_at is None:
-        row.sent_at = now
-    if command.state == "confirmed":
-        row.confirmed_at = now
-        if meter is not None:
-            await _confirmed(session, row, meter, now)
-    elif command.state in ("failed", "expired") and row.kind == "push_credit":
+    if command.state in ("failed", "expired"):
         await meter_credit.void(session, row)
     if command.state != before and command.state not in OPEN_STATES and row.kind in AUDITED:
         _audit(session, row, before, ACTOR, site_id, now)
-
-
-async def _confirmed(session: AsyncSession, row: MeterCommand, meter: Meter, now: datetime) -> None:
-    """What the meter read back is now true in the database."""
-    if row.kind in WANT_CLOSED:
-        meter.relay_closed, meter.relay_changed_at = WANT_CLOSED[row.kind], now
-    elif row.kind == "push_credit":
-        meter.purchase_count = max(meter.purchase_count, int(row.params["purchase_count"]))
-        await meter_credit.settle(session, row, meter)
 
 
 def _reaches_owner(command: Command) -> bool:

@@ -11,14 +11,17 @@ command id, so it happens at most once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.ledger import revenue_code, transfer
+from billing.ledger import Transaction, revenue_code, transfer
 from billing.money import Money
-from services import ledger, relay, wallets
+from services import bulk, ledger, relay, wallets
 from services.errors import Conflict, InsufficientBalance, NotFound, ServiceError
 from store.models import Account, Meter, MeterCommand
 
@@ -107,17 +110,39 @@ async def sell_credit(session: AsyncSession, account_id: int, meter_id: int, amo
     return cmd
 
 
-async def settle(session: AsyncSession, row: MeterCommand, meter: Meter) -> None:
-    """The meter confirmed the purchase: the held amount becomes revenue, once.
+@dataclass(frozen=True)
+class Confirmed:
+    """A push_credit the meter read back, with what settling it needs."""
 
-    The caller holds the account's lock, then the command row's and the meter's (meter_commands
+    command_id: int
+    params: dict[str, Any]
+    meter_id: int
+    site_id: int
+    utility: str
+    address: str
+
+
+async def settle_many(session: AsyncSession, confirmed: Sequence[Confirmed]) -> None:
+    """The meters confirmed these purchases: each held amount becomes revenue, once (key
+    `meter-credit:<command>`), all of a site's in one bulk post — the command path's group commit
+    settles what its round confirmed together instead of one ledger transaction after another.
+
+    The caller holds the accounts' locks, then the command rows' and the meters' (meter_commands
     takes them in that order): settling and voiding run inside the command path's transaction."""
-    if "wallet" not in (row.params or {}):
-        return  # pushed without a ledger hold (e.g. a staff correction): nothing to settle
-    amount = Money(int(row.params["amount_fen"]))
-    txn = transfer(f"meter-credit:{row.id}", "meter_credit", pending_code(meter.id), revenue_code(meter.utility),
-                   amount, memo=f"purchase {row.params['purchase_count']} confirmed by meter {meter.address}")
-    await ledger.post(session, meter.site_id, txn, actor="system:commands")
+    by_site: dict[int, list[Transaction]] = {}
+    for c in confirmed:
+        if "wallet" not in (c.params or {}):
+            continue  # pushed without a ledger hold (e.g. a staff correction): nothing to settle
+        by_site.setdefault(c.site_id, []).append(transfer(
+            f"meter-credit:{c.command_id}", "meter_credit", pending_code(c.meter_id), revenue_code(c.utility),
+            Money(int(c.params["amount_fen"])),
+            memo=f"purchase {c.params['purchase_count']} confirmed by meter {c.address}"))
+    for site_id, txns in sorted(by_site.items()):
+        if len(txns) <= 2:  # a quiet round: the plain post is fewer round trips than the bulk one
+            for txn in txns:
+                await ledger.post(session, site_id, txn, actor="system:commands")
+        else:
+            await bulk.post_many(session, site_id, txns, actor="system:commands")
 
 
 async def void(session: AsyncSession, row: MeterCommand) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime, timezone
+
+from sqlalchemy import select
 
 from billing.money import Money
 from services import ledger, meter_commands, meter_credit, relay
 from services.meter_commands import DbCommandStore
 from services.uow import in_transaction
 from services.wallets import balance
+from store.models import Meter
 from tests.integration.conftest import build_site
 
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -45,3 +49,26 @@ async def test_a_cancelled_credit_returns_its_hold_to_the_wallet_once(sessions):
         assert (await ledger.verify(s)).ok
     again = await in_transaction(sessions, lambda s: meter_credit.queue_credit(s, site.meters["1"], Money(5_00), "c-2"))
     assert again.params["purchase_count"] == 1  # a cancelled purchase does not use up its counter
+
+
+async def test_credits_confirmed_in_one_round_are_each_settled_once(sessions):
+    """A busy round confirms several credits: one bulk ledger post settles each, a repeat settles nothing."""
+    site = await build_site(sessions, {str(n): {"billing_side": "meter"} for n in range(1, 5)}, credit_fen=0)
+    cmds = []
+    for n in range(1, 5):
+        cmds.append(await in_transaction(sessions, lambda s, n=n: meter_credit.sell_credit(
+            s, site.accounts[str(n)], site.meters[str(n)], Money(10_00 * n), f"pay-{n}")))
+    store = DbCommandStore(sessions)
+    sent = [replace(meter_commands.to_command(c, site.gateway, 1, str(n)), state="sent", attempts=1)
+            for n, c in enumerate(cmds, start=1)]
+    assert await store.save_many(sent) == set()
+    done = [replace(c, state="confirmed") for c in sent]
+    assert await store.save_many(done) == set()
+    assert await store.save_many(done) == {c.id for c in done}  # settled already: refused, nothing posted
+    async with sessions() as s:
+        for n in range(1, 5):
+            assert await ledger.balance_of(s, site.site_id, meter_credit.pending_code(site.meters[str(n)])) == Money(0)
+        assert await ledger.balance_of(s, site.site_id, "revenue:electricity") == Money(100_00)
+        meters = {m.id: m.purchase_count for m in await s.scalars(select(Meter).where(Meter.site_id == site.site_id))}
+        assert set(meters.values()) == {1}
+        assert (await ledger.verify(s)).ok
