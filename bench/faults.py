@@ -248,7 +248,7 @@ async def run(quick: bool, keep: bool) -> dict[str, Any]:
             await asyncio.gather(*load, return_exceptions=True)
         t0 = time.monotonic()
         await suite.settle(240)  # an upper bound: settles as soon as every credit and command has landed (a killed
-        # poller's unstarted claims come back within the lanes' 10 s hold)
+        # poller's claimed commands, up to 32 per gateway, come back after the 30 s claim)
         phases["settle_s"] = round(time.monotonic() - t0, 1)
         field_meters = await t.field("GET", "/meters")
         stats = await t.field("GET", "/stats")

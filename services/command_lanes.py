@@ -4,15 +4,9 @@ A gateway's RS485 bus carries one request at a time (devices.hub.BusHub serialis
 commands for different gateways must not wait for each other, and a bus must not sit idle
 while the database records the last command. A `GatewayLane` therefore:
 
-- claims its gateway's next due commands in one transaction, before its backlog runs dry, but
-  only what its buses can start soon (`window_per_bus + claim_ahead` per bus): a killed poller
-  strands a handful, not a batch;
-- holds unstarted claims on a short lease (`hold_s`) that it renews while they wait, so the
-  claims of a lane killed without a clean stop come back within `hold_s`, not the full claim
-  lease (one stranded credit would hold back every later purchase of its meter); a command
-  whose lease ran out while it waited in the backlog is dropped, to be claimed again, never run
-  on a stale claim. A started command keeps the lease it started with: one poller drives a
-  gateway, and after a crash that command too comes back the sooner;
+- claims its gateway's next `claim_batch` due commands in one transaction, before its backlog
+  runs dry (the claim lease keeps every other executor off them; a command whose lease ran out
+  while it waited in the backlog is dropped, to be claimed again, never run on a stale claim);
 - keeps up to `window_per_bus` commands in flight per bus, never two for one meter (so one
   meter's commands still run in order, and each still reads back before it writes); the bus
   queue stays full while a command waits for the database;
@@ -29,8 +23,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import dataclass
 
 from devices.commands import Command, CommandExecutor
 from devices.hub import BusHub
@@ -43,12 +36,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LaneOptions:
     window_per_bus: int = 4  # commands in flight per bus (distinct meters); the hub still sends one at a time
-    claim_batch: int = 32  # most commands a gateway claims per transaction, and holds unstarted
+    claim_batch: int = 32  # commands claimed per transaction, per gateway
     interval_s: float = 1.0  # how often idle gateways are checked for due commands
     backoff_s: float = 5.0
     backoff_max_s: float = 3600.0
-    claim_ahead: int = 8  # per bus, startable commands claimed beyond one window (the refill while a claim runs)
-    hold_s: float = 10.0  # lease of unstarted claims, renewed while they wait (capped by the store's claim_s)
 
 
 class GatewayLane:
@@ -69,55 +60,33 @@ class GatewayLane:
     def idle(self) -> bool:
         return not self.backlog and not self.inflight
 
-    @property
-    def hold_s(self) -> float:
-        return min(self.options.hold_s, self.store.claim_s)
-
     async def run(self) -> None:
-        """Until cancelled: claim, start what the window allows, renew what waits, wait for a finish or a nudge."""
+        """Until cancelled: claim, start what the window allows, wait for a finish or a nudge."""
         loop = asyncio.get_running_loop()
         next_claim = 0.0  # after a short claim (nothing more due), claim again only after the interval
-        next_renew = 0.0
         try:
             while True:
                 if self.wake.is_set():
                     self.wake.clear()
                     next_claim = 0.0
-                limit = self._claim_limit()
-                if limit > 0 and loop.time() >= next_claim:
-                    waiting = bool(self.backlog)
-                    got = await self._claim(limit)
-                    next_claim = loop.time() + self.options.interval_s if len(got) < limit else 0.0
-                    if not waiting:  # the oldest claim waiting is this one: renew it a third of its lease on
-                        next_renew = loop.time() + self.hold_s / 3
+                if len(self.backlog) <= self._low_water() and loop.time() >= next_claim:
+                    got = await self._claim()
+                    next_claim = loop.time() + self.options.interval_s if len(got) < self.options.claim_batch else 0.0
                 self._start_ready()
-                if self._claim_limit() > 0 and loop.time() >= next_claim:
-                    continue  # what just started left room: refill before waiting
-                if self.backlog and loop.time() >= next_renew:
-                    await self._renew()
-                    next_renew = loop.time() + self.hold_s / 3
                 if self.inflight:
-                    timeout = max(0.0, next_renew - loop.time()) if self.backlog else None
-                    await asyncio.wait(self.inflight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(self.inflight, return_when=asyncio.FIRST_COMPLETED)
                 else:  # idle: CommandLanes wakes this lane when its gateway has something due
                     await self.wake.wait()
         finally:
             await self._stop()
 
-    def _claim_limit(self) -> int:
-        """How many to claim now: 0 while the backlog can still refill every bus's window, else enough
-        for `window_per_bus + claim_ahead` startable meters per bus (never over `claim_batch` held)."""
-        busy = {c.target for c in self.inflight.values()}
-        ready = len({c.target for c in self.backlog} - busy)  # one meter's commands start one at a time
+    def _low_water(self) -> int:
         buses = len({c.target.port for c in (*self.backlog, *self.inflight.values())}) or 1
-        if ready > self.options.window_per_bus * buses:
-            return 0
-        want = (self.options.window_per_bus + self.options.claim_ahead) * buses - ready
-        return max(0, min(want, self.options.claim_batch - len(self.backlog)))
+        return self.options.window_per_bus * buses
 
-    async def _claim(self, limit: int) -> list[Command]:
+    async def _claim(self) -> list[Command]:
         try:
-            got = await self.store.claim(self.executor.clock(), limit, {self.gateway}, lease_s=self.hold_s)
+            got = await self.store.claim(self.executor.clock(), self.options.claim_batch, {self.gateway})
         except Exception:  # noqa: BLE001 - a database blip: try again after the interval
             log.exception("claiming commands for gateway %s failed", self.gateway)
             await asyncio.sleep(self.options.interval_s)
@@ -125,19 +94,6 @@ class GatewayLane:
         mine = {c.id for c in (*self.backlog, *self.inflight.values())}
         self.backlog.extend(c for c in got if c.id not in mine)  # a lease that ran out under us: not twice
         return got
-
-    async def _renew(self) -> None:
-        """Extend the lease of the commands still waiting to start; drop those whose claim is lost
-        (it ran out, or the row was settled elsewhere)."""
-        now = self.executor.clock()
-        until = now + timedelta(seconds=self.hold_s)
-        live = [c for c in self.backlog if c.next_attempt_at is None or c.next_attempt_at > now]
-        try:
-            renewed = await self.store.renew(live, now, until)
-        except Exception:  # noqa: BLE001 - the leases may run out: those commands are claimed again
-            log.warning("renewing %d claimed command(s) of %s failed", len(live), self.gateway, exc_info=True)
-            return
-        self.backlog = collections.deque(replace(c, next_attempt_at=until) for c in self.backlog if c.id in renewed)
 
     def _start_ready(self) -> None:
         """Start backlog commands in order while their bus has room and their meter has none in flight."""

@@ -155,17 +155,6 @@ class DbCommandStore:
                            Gateway.code.in_(sorted(gateways))))
             return set(await session.scalars(stmt))
 
-    async def renew(self, commands: Collection[Command], now: datetime, until: datetime) -> set[str]:
-        """Extend the claim of commands still waiting to start; the ids renewed. Only a claim that has
-        not run out is extended (one that has may be another executor's now), and only open rows."""
-        ids = [int(c.id) for c in commands]
-        if not ids:
-            return set()
-        stmt = (update(MeterCommand).where(MeterCommand.id.in_(ids), MeterCommand.state.in_(OPEN_STATES),
-                                           MeterCommand.next_attempt_at > now)
-                .values(next_attempt_at=until).returning(MeterCommand.id).execution_options(synchronize_session=False))
-        return {str(i) for i in await in_transaction(self.sessions, lambda s: _scalars(s, stmt))}
-
     async def release(self, commands: Collection[Command], now: datetime) -> None:
         """Hand claimed commands that were never started back (due now), e.g. when a runtime stops."""
         ids = [int(c.id) for c in commands]
