@@ -21,11 +21,11 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import any_, bindparam, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import Transaction, caches_balance
+from store.db import insert_or_ignore
 from store.models import LedgerAccount, LedgerTransaction, Posting
 from store.types import utcnow
 
@@ -129,8 +129,7 @@ async def ledger_ids(session: AsyncSession, site_id: int, codes: Sequence[str],
         ids.update({c: i for c, i in rows})
     missing = [c for c in codes if c not in ids]
     if missing:  # ON CONFLICT: two first payments of a site may create its `cash:alipay` at once
-        maker = pg_insert if pg else sqlite_insert
-        await session.execute(maker(LedgerAccount).on_conflict_do_nothing(index_elements=["site_id", "code"]),
+        await session.execute(insert_or_ignore(session, LedgerAccount, ["site_id", "code"]),
                               [dict(site_id=site_id, code=c, account_id=owners.get(c), meter_id=None, balance_fen=0)
                                for c in missing])
         rows = await core_rows(session, select(LedgerAccount.code, LedgerAccount.id).where(

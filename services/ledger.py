@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import CACHED_PREFIXES, Transaction, caches_balance
 from billing.money import Money
 from services import bulk
+from store.db import insert_or_ignore
 from store.models import LedgerAccount, LedgerTransaction, Posting
 from store.types import utcnow
 
@@ -26,10 +25,9 @@ async def post(session: AsyncSession, site_id: int, txn: Transaction, actor: str
 
     The key decides in one statement (INSERT ... ON CONFLICT DO NOTHING RETURNING): a payment
     posts two transactions, and a look-up before each insert was a round trip per posting."""
-    maker = pg_insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite_insert
-    stmt = maker(LedgerTransaction).values(
+    stmt = insert_or_ignore(session, LedgerTransaction, ["key"]).values(
         site_id=site_id, key=txn.key, kind=txn.kind, memo=txn.memo[:300], actor=actor, order_id=order_id,
-        created_at=utcnow()).on_conflict_do_nothing(index_elements=["key"]).returning(LedgerTransaction)
+        created_at=utcnow()).returning(LedgerTransaction)
     row = await session.scalar(stmt)
     if row is None:
         existing = await find(session, txn.key)

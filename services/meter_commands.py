@@ -121,14 +121,12 @@ class DbCommandStore:
         """Claim up to `limit` queued/sent commands that are due, oldest first."""
         return await self.claim(now, limit, self.gateways)
 
-    async def claim(self, now: datetime, limit: int, gateways: Collection[str] | None,
-                    lease_s: float | None = None) -> list[Command]:
-        """Claim up to `limit` due commands of these gateways (None: every gateway), in one transaction,
-        for `lease_s` (default: the store's `claim_s`)."""
-        return await in_transaction(self.sessions, lambda s: self._claim(s, now, limit, gateways, lease_s))
+    async def claim(self, now: datetime, limit: int, gateways: Collection[str] | None) -> list[Command]:
+        """Claim up to `limit` due commands of these gateways (None: every gateway), in one transaction."""
+        return await in_transaction(self.sessions, lambda s: self._claim(s, now, limit, gateways))
 
     async def _claim(self, session: AsyncSession, now: datetime, limit: int,
-                     gateways: Collection[str] | None, lease_s: float | None) -> list[Command]:
+                     gateways: Collection[str] | None) -> list[Command]:
         stmt = (select(MeterCommand.id, MeterCommand.kind, MeterCommand.expires_at, MeterCommand.params,
                        MeterCommand.state, MeterCommand.attempts, MeterCommand.next_attempt_at, MeterCommand.last_error,
                        Gateway.code, Meter.port, Meter.address)
@@ -140,7 +138,7 @@ class DbCommandStore:
         if session.bind.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True, of=MeterCommand)
         rows = (await session.execute(stmt)).all()
-        lease = now + timedelta(seconds=self.claim_s if lease_s is None else lease_s)
+        lease = now + timedelta(seconds=self.claim_s)
         if rows:  # the claim: invisible to other executors until the lease ends
             await session.execute(update(MeterCommand).where(MeterCommand.id.in_([r.id for r in rows]))
                                   .values(next_attempt_at=lease).execution_options(synchronize_session=False))
@@ -176,10 +174,6 @@ class DbCommandStore:
     async def save_many(self, commands: list[Command]) -> set[str]:
         """Record these outcomes in one transaction, in order; the ids whose row was no longer open."""
         return await in_transaction(self.sessions, lambda s: save_outcomes(s, commands))
-
-
-async def _scalars(session: AsyncSession, stmt: Any) -> list[Any]:
-    return list(await session.scalars(stmt))
 
 
 async def save_outcomes(session: AsyncSession, commands: list[Command]) -> set[str]:

@@ -15,11 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.uow import in_transaction
+from store.db import insert_or_ignore
 from store.models import Outbox
 from store.types import utcnow
 
@@ -75,18 +74,13 @@ async def write_many(session: AsyncSession, topic: str,
         return
     values = [dict(key=key, topic=topic, payload=payload, created_at=at, available_at=at, attempts=0)
               for key, payload, at in rows]
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    await session.execute(maker(Outbox).on_conflict_do_nothing(index_elements=["key"]), values)
+    await session.execute(insert_or_ignore(session, Outbox, ["key"]), values)
 
 
 async def insert_ignoring(session: AsyncSession, model: Any, values: dict[str, Any],
                           unique: list[str]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL): True when the row is new."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = maker(model).values(**values).on_conflict_do_nothing(index_elements=unique)
-    result = await session.execute(stmt)
+    result = await session.execute(insert_or_ignore(session, model, unique).values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from store.models import Base
@@ -77,6 +81,13 @@ async def ping(engine: AsyncEngine) -> bool:
         return True
     except Exception:  # noqa: BLE001 - health check reports, never raises
         return False
+
+
+def insert_or_ignore(session: Any, model: Any, unique: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (unique) DO NOTHING for the session's database (SQLite or PostgreSQL)."""
+    bind = session.bind
+    maker = pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
+    return maker(model).on_conflict_do_nothing(index_elements=unique)
 
 
 async def admin_sql(url: str, sql: str) -> None:
