@@ -163,7 +163,7 @@ def test_monthly_runs_charge_each_occupied_day_exactly_once(move_in, stay, recur
                    amount=Money.yuan("1000"), day_of_period=due_day)
     occupancy = Occupancy("A1", "R1", move_in, move_in + timedelta(days=stay))
     runs = [month(2025, 12)]
-    while runs[-1].end <= date(2028, 1, 1):
+    while runs[-1].end <= occupancy.move_out:  # the runs cover the whole stay (up to 2028-02-04)
         runs.append(Period(runs[-1].end, add_months(runs[-1].end, 1)))
     charges = [c for run in runs for c in charges_for_period(item, None, occupancy, run)]
     assert len({c.key for c in charges}) == len(charges)
