@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -30,7 +30,7 @@ from billing.tariffs import TariffVersion as PureVersion, parse_tariff
 from services import alerting, relay
 from services.ingest_store import Store, lines_json, store_for
 from services.wallets import account_balance
-from store.models import Account, LedgerTransaction, Meter, Site, TariffVersion
+from store.models import Account, Meter, Site, TariffVersion
 from store.types import utcnow
 
 
@@ -65,7 +65,7 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
     sites = await _load(session, Site, {m.site_id for m in meters.values()})
     versions = await _versions(session, {m.tariff_id for m in meters.values() if m.tariff_id})
     seen = await store.existing(list({(m.id, m.epoch, r.taken_at) for r in readings
-                                      if (m := meters.get(r.meter_id)) is not None}))
+                                      if (m := meters.get(r.meter_id)) is not None and _may_be_stored(r, m)}))
     batch = _Batch(store, now)
     results = [IngestResult(r.meter_id, r.taken_at, error="reading time must carry a time zone") for r in naive]
     for r in sorted(readings, key=lambda r: (r.meter_id, r.taken_at)):
@@ -191,23 +191,20 @@ async def _lock(store: Store, meter_ids: set[int]) -> tuple[dict[int, _MeterStat
     (readings, commands) can still be inserted meanwhile."""
     if not meter_ids:
         return {}, {}
-    owners = {a for (a,) in await store.rows(
-        "SELECT account_id FROM meters WHERE id IN :values AND account_id IS NOT NULL", sorted(meter_ids))}
-    accounts = await _accounts(store, owners)
+    accounts = await _accounts(store, sorted(meter_ids), "(SELECT account_id FROM meters WHERE id IN :values)")
     rows = await store.rows(f"SELECT {', '.join(_METER_READ)} FROM meters WHERE id IN :values ORDER BY id"
                             f"{store.lock}", sorted(meter_ids))
     meters = {row[0]: _MeterState(row, store) for row in rows}
     late = {m.account_id for m in meters.values() if m.account_id and m.account_id not in accounts}
     if late:  # an account opened on one of these meters since the first look: rare, lock it too
-        accounts.update(await _accounts(store, late))
+        accounts.update(await _accounts(store, sorted(late)))
     return meters, accounts
 
 
-async def _accounts(store: Store, ids: set[int]) -> dict[int, _AccountRow]:
-    if not ids:
-        return {}
-    rows = await store.rows(f"SELECT {', '.join(_ACCOUNT_READ)} FROM accounts WHERE id IN :values ORDER BY id"
-                            f"{store.lock}", sorted(ids))
+async def _accounts(store: Store, values: list[int], ids: str = ":values") -> dict[int, _AccountRow]:
+    """The accounts whose id is IN `ids` (the list `values` by default), locked in id order."""
+    rows = await store.rows(f"SELECT {', '.join(_ACCOUNT_READ)} FROM accounts WHERE id IN {ids} ORDER BY id"
+                            f"{store.lock}", values)
     return {row[0]: _AccountRow(row, store) for row in rows}
 
 
@@ -217,11 +214,18 @@ async def _save_meters(session: AsyncSession, store: Store, meters: list[_MeterS
     by_mask: dict[int, list[_MeterState]] = defaultdict(list)
     for m in meters:
         by_mask[m.moved].append(m)
+    seen_at = store.dt(now)
     for mask, group in by_mask.items():
         columns = [c for i, cols in enumerate(_GROUPS) if mask & (1 << i) for c in cols]
-        seen_at = store.dt(now)
-        await store.update_many("meters", columns + list(_ALWAYS), _TYPES, [
-            (m.id, *(_db_value(store, c, getattr(m, c)) for c in columns), True, seen_at) for m in group])
+        convert = [(i, _converter(store, c)) for i, c in enumerate(columns) if _TYPES[c] in ("timestamptz", "json")]
+        rows = []
+        for m in group:
+            values = [getattr(m, c) for c in columns]
+            for i, fn in convert:
+                if values[i] is not None:
+                    values[i] = fn(values[i])
+            rows.append((m.id, *values, True, seen_at))
+        await store.update_many("meters", columns + list(_ALWAYS), _TYPES, rows)
     by_id = {m.id: m for m in meters}
     for obj in list(session.identity_map.values()):
         if isinstance(obj, Meter) and obj.id in by_id:
@@ -234,15 +238,9 @@ async def _save_meters(session: AsyncSession, store: Store, meters: list[_MeterS
             set_committed_value(obj, "last_seen_at", now)
 
 
-def _db_value(store: Store, column: str, value: Any) -> Any:
-    kind = _TYPES[column]
-    if value is None:
-        return None
-    if kind == "timestamptz":
-        return store.dt(value)
-    if kind == "json":
-        return json.dumps(value)
-    return value
+def _converter(store: Store, column: str) -> Any:
+    """How a column's value goes to the driver: datetimes by the store, JSON as text."""
+    return store.dt if _TYPES[column] == "timestamptz" else json.dumps
 
 
 async def _load(session: AsyncSession, model: Any, ids: set[int]) -> dict[int, Any]:
@@ -257,6 +255,14 @@ async def _versions(session: AsyncSession, tariff_ids: set[int]) -> dict[int, li
         for v in await session.scalars(select(TariffVersion).where(TariffVersion.tariff_id.in_(tariff_ids))):
             out[v.tariff_id].append(PureVersion(v.id, v.effective_from, parse_tariff(v.spec)))
     return out
+
+
+def _may_be_stored(r: ReadingIn, m: _MeterState) -> bool:
+    """Only a reading no newer than its meter's last can be stored already: `last_reading_at` is the
+    newest stored reading of the meter's epoch (ingest only moves it forward, a replacement starts
+    the new epoch at its base reading) and the meter row is locked. Usually none is probed; the
+    unique index stays the last word."""
+    return m.last_reading_at is None or r.taken_at <= m.last_reading_at
 
 
 def _refusal(r: ReadingIn, m: _MeterState | None, accounts: dict[int, _AccountRow]) -> str | None:
@@ -340,12 +346,12 @@ def _price(batch: _Batch, row: list[Any], taken_at: datetime, v: Assessment, bas
 async def _write(store: Store, batch: _Batch, now: datetime) -> dict[int, tuple[int, int]]:
     """Write the batch: one usage transaction per site, its postings, balances, the reading rows."""
     txn_ids: dict[int, int] = {}
-    table = LedgerTransaction.__table__
+    revenue: dict[tuple[int, str], int] = {}
     for site_id in sorted({s for s, _ in batch.revenue_fen}):
-        txn_ids[site_id] = (await store.conn.execute(insert(table).values(
-            site_id=site_id, key=f"usage:{uuid.uuid4().hex}", kind="usage", memo="metered usage",
-            created_at=now).returning(table.c.id))).scalar_one()
-    moved = await _post_usage(store, batch, txn_ids) if txn_ids else {}
+        codes = sorted(c for s, c in batch.revenue_fen if s == site_id)
+        txn_ids[site_id], found = await store.usage_txn(site_id, f"usage:{uuid.uuid4().hex}", now, codes)
+        revenue.update({(site_id, c): i for c, i in found.items()})
+    moved = await _post_usage(store, batch, txn_ids, revenue) if txn_ids else {}
     for row in batch.readings:
         if row[13] is not None:
             row[13] = txn_ids[row[13]]
@@ -353,39 +359,38 @@ async def _write(store: Store, batch: _Batch, now: datetime) -> dict[int, tuple[
     return moved
 
 
-async def _post_usage(store: Store, batch: _Batch, txn_ids: dict[int, int]) -> dict[int, tuple[int, int]]:
-    """Post the batch's usage; returns each touched account's wallet total before and after."""
-    amounts: dict[tuple[int, str], tuple[int, int | None]] = {}
-    for (site, code, acc_id), fen in batch.wallet_fen.items():
-        amounts[(site, code)] = (fen, acc_id)
-    for (site, code), fen in batch.revenue_fen.items():
-        amounts[(site, code)] = (fen, None)
-    ids = await _ledger_ids(store, amounts)
+async def _post_usage(store: Store, batch: _Batch, txn_ids: dict[int, int],
+                      revenue: dict[tuple[int, str], int]) -> dict[int, tuple[int, int]]:
+    """Post the batch's usage; returns each touched account's wallet total before and after.
+    The wallets are locked in id order (after accounts and meters); revenue keeps no cached balance."""
+    wallets = {(site, code): (fen, acc_id) for (site, code, acc_id), fen in batch.wallet_fen.items()}
+    current = await store.lock_ledger(sorted(wallets))
+    missing = [key for key in wallets if key not in current]
+    if missing:
+        await _create_ledger(store, [(*key, wallets[key][1]) for key in missing])
+        current.update(await store.lock_ledger(missing))
+    missing = [key for key in batch.revenue_fen if key not in revenue]
+    if missing:
+        await _create_ledger(store, [(*key, None) for key in missing])
+        revenue.update({key: i for key, (i, _) in (await store.lock_ledger(missing)).items()})
     await store.insert("ledger_postings", ("txn_id", "ledger_account_id", "amount_fen"), [
-        (txn_ids[site], ids[(site, code)], fen) for (site, code), (fen, _) in amounts.items() if fen])
-    wallets = {key: v for key, v in amounts.items() if v[1] is not None}  # revenue keeps no cached balance
-    current = dict(await store.rows(  # the wallets, locked in id order (after accounts and meters)
-        "SELECT id, balance_fen FROM ledger_accounts WHERE id IN :values ORDER BY id"
-        + (" FOR UPDATE" if store.pg else ""), sorted({ids[key] for key in wallets})))
-    new = {key: current[ids[key]] + fen for key, (fen, _) in wallets.items()}
+        *((txn_ids[site], current[(site, code)][0], fen) for (site, code), (fen, _) in wallets.items() if fen),
+        *((txn_ids[site], revenue[(site, code)], fen) for (site, code), fen in batch.revenue_fen.items() if fen)])
+    new = {key: current[key][1] + fen for key, (fen, _) in wallets.items()}
     await store.update_many("ledger_accounts", ("balance_fen",), {"balance_fen": "bigint"},
-                            sorted((ids[key], bal) for key, bal in new.items() if wallets[key][0]))
+                            sorted((current[key][0], bal) for key, bal in new.items() if wallets[key][0]))
     moved: dict[int, tuple[int, int]] = {}
-    for (site, code), (fen, acc_id) in wallets.items():
+    for key, (fen, acc_id) in wallets.items():
         if acc_id is not None:
             old, cur = moved.get(acc_id, (0, 0))
-            moved[acc_id] = (old + new[(site, code)] - fen, cur + new[(site, code)])
+            moved[acc_id] = (old + new[key] - fen, cur + new[key])
     return moved
 
 
-async def _ledger_ids(store: Store, amounts: dict[tuple[int, str], tuple[int, int | None]]) -> dict[tuple[int, str], int]:
-    ids = await store.ledger_ids(list(amounts))
-    missing = [k for k in amounts if k not in ids]
-    if missing:
-        await store.insert("ledger_accounts", ("site_id", "code", "account_id", "meter_id", "balance_fen"),
-                           [(site, code, amounts[(site, code)][1], None, 0) for site, code in missing])
-        ids.update(await store.ledger_ids(missing))
-    return ids
+async def _create_ledger(store: Store, rows: list[tuple[int, str, int | None]]) -> None:
+    """New ledger accounts (site, code, account) at zero; a concurrent creator makes this a retried race."""
+    await store.insert("ledger_accounts", ("site_id", "code", "account_id", "meter_id", "balance_fen"),
+                       [(site, code, acc_id, None, 0) for site, code, acc_id in rows])
 
 
 async def _cutoffs(session: AsyncSession, batch: _Batch, accounts: dict[int, _AccountRow],

@@ -107,6 +107,24 @@ class Store:
             found.update({(s, c): i for s, c, i in rows})
         return found
 
+    async def lock_ledger(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int]]:
+        """(id, balance) of the ledger accounts (site, code), locked in id order where rows lock."""
+        found: dict[tuple[int, str], tuple[int, int]] = {}
+        for part in _chunks(keys):
+            rows = await self.conn.exec_driver_sql(
+                "SELECT la.site_id, la.code, la.id, la.balance_fen FROM json_each(?) AS j CROSS JOIN ledger_accounts AS la "
+                "WHERE la.site_id = json_extract(j.value, '$[0]') AND la.code = json_extract(j.value, '$[1]')",
+                (json.dumps([list(k) for k in part]),))
+            found.update({(s, c): (i, b) for s, c, i, b in rows})
+        return found
+
+    async def usage_txn(self, site_id: int, key: str, at: datetime, codes: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """A new usage transaction of the site, and the ids of its ledger accounts `codes` that exist."""
+        txn = (await self.conn.exec_driver_sql(
+            "INSERT INTO ledger_transactions (site_id, key, kind, memo, created_at) "
+            "VALUES (?, ?, 'usage', 'metered usage', ?) RETURNING id", (site_id, key, self.dt(at)))).scalar_one()
+        return txn, {c: i for (_, c), i in (await self.ledger_ids([(site_id, c) for c in codes])).items()}
+
     async def update_many(self, table: str, columns: Sequence[str], types: dict[str, str],
                           rows: Sequence[tuple[Any, ...]]) -> None:
         """SET columns by id; each row is (id, *values)."""
@@ -125,6 +143,15 @@ class PgStore(Store):
         return value
 
     def _from_db(self, raw: Any) -> datetime:
+        return raw.astimezone(UTC)
+
+    def dt(self, value: datetime | None) -> Any:
+        return value  # asyncpg takes aware datetimes as they are
+
+    def when(self, raw: Any) -> datetime | None:
+        """asyncpg already gives aware UTC datetimes: no look-up (hashing an aware datetime costs more)."""
+        if raw is None or raw.tzinfo is UTC:
+            return raw
         return raw.astimezone(UTC)
 
     async def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -168,6 +195,26 @@ class PgStore(Store):
             [k[0] for k in keys], [k[1] for k in keys])
         return {(s, c): i for s, c, i in rows}
 
+    async def lock_ledger(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int]]:
+        if not keys:
+            return {}
+        rows = await self._call(
+            self.driver.fetch,
+            "SELECT la.site_id, la.code, la.id, la.balance_fen FROM ledger_accounts AS la "
+            "JOIN unnest($1::bigint[], $2::text[]) AS v(s, c) ON la.site_id = v.s AND la.code = v.c "
+            "ORDER BY la.id FOR UPDATE OF la", [k[0] for k in keys], [k[1] for k in keys])
+        return {(s, c): (i, b) for s, c, i, b in rows}
+
+    async def usage_txn(self, site_id: int, key: str, at: datetime, codes: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """One round trip: the INSERT, and the look-up of the accounts beside it."""
+        rows = await self._call(
+            self.driver.fetch,
+            "WITH t AS (INSERT INTO ledger_transactions (site_id, key, kind, memo, created_at) "
+            "VALUES ($1, $2, 'usage', 'metered usage', $3) RETURNING id) "
+            "SELECT t.id, la.code, la.id FROM t LEFT JOIN ledger_accounts AS la "
+            "ON la.site_id = $1 AND la.code = ANY($4::text[])", site_id, key, at, list(codes))
+        return rows[0][0], {c: i for _, c, i in rows if c is not None}
+
     async def update_many(self, table: str, columns: Sequence[str], types: dict[str, str],
                           rows: Sequence[tuple[Any, ...]]) -> None:
         """One UPDATE ... FROM unnest for all rows; json columns travel as text."""
@@ -176,7 +223,7 @@ class PgStore(Store):
         sets = ", ".join(f"{c} = CAST(v.{c} AS json)" if types[c] == "json" else f"{c} = v.{c}" for c in columns)
         arrays = ", ".join(f"${i + 2}::{'text' if types[c] == 'json' else types[c]}[]" for i, c in enumerate(columns))
         sql = (f"UPDATE {table} AS t SET {sets} FROM unnest($1::bigint[], {arrays}) AS v(id, {', '.join(columns)}) "
-               "WHERE t.id = v.id")
+               "WHERE t.id = v.id AND t.id = ANY($1::bigint[])")  # the ANY: an index scan, not a hash of the table
         await self._call(self.driver.execute, sql, *([r[i] for r in rows] for i in range(len(columns) + 1)))
 
 
@@ -206,8 +253,13 @@ async def store_for(session: AsyncSession) -> Store:
     conn = await session.connection()
     if conn.dialect.name != "postgresql":
         return Store(conn)
-    await conn.exec_driver_sql("SELECT 1")  # the adapter opens its transaction on the first statement
     raw = await conn.get_raw_connection()
+    adapter = raw.dbapi_connection  # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement
+    start = getattr(adapter, "_start_transaction", None)
+    if start is None:
+        await conn.exec_driver_sql("SELECT 1")  # the portable way: one more round trip
+    elif adapter._transaction is None:
+        await start()
     return PgStore(conn, raw.driver_connection)
 
 

@@ -455,7 +455,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_ledger_accounts_site_id_sites')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_accounts')),
     sa.UniqueConstraint('site_id', 'code', name=op.f('uq_ledger_accounts_site_id_code')),
-    postgresql_with={'fillfactor': 80}
+    postgresql_with={'fillfactor': 50}
     )
     with op.batch_alter_table('ledger_accounts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ledger_accounts_account_id'), ['account_id'], unique=False)
@@ -612,7 +612,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['tariff_id'], ['tariffs.id'], name=op.f('fk_meters_tariff_id_tariffs')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_meters')),
     sa.UniqueConstraint('gateway_id', 'port', 'address', name=op.f('uq_meters_gateway_id_port_address')),
-    postgresql_with={'fillfactor': 80}
+    postgresql_with={'fillfactor': 50}
     )
     with op.batch_alter_table('meters', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_meters_account_id'), ['account_id'], unique=False)

@@ -52,8 +52,9 @@ class Meter(Base):
     """A metering point. `epoch` counts physical replacements; the base_* columns are the billing baseline."""
 
     __tablename__ = "meters"
-    # the baseline moves on every reading: room on each page keeps those updates HOT (no index writes)
-    __table_args__ = (UniqueConstraint("gateway_id", "port", "address"), {"postgresql_with": {"fillfactor": 80}})
+    # the baseline moves on every reading, and one batch updates every meter of a page: half of each
+    # page kept free takes a new version of each row, so those updates stay HOT (no index writes)
+    __table_args__ = (UniqueConstraint("gateway_id", "port", "address"), {"postgresql_with": {"fillfactor": 50}})
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id"), index=True, default=None)
