@@ -4,8 +4,8 @@ For N meters (one prepaid account each, half flat, half time-of-use): a base rea
 (not timed), then ROUNDS readings per meter through `services.ingest.ingest` (delta, price,
 ledger posting, balance, cut-off check, low-balance alerts) in batches of BATCH, one transaction per batch. Then
 the same number of rows, same batch size, is inserted straight into the same `readings`
-table of the same database (one INSERT ... executemany per batch, one transaction each; the
-median of three runs, since the machine may be shared).
+table of the same database (one INSERT ... executemany per batch, one transaction each). Both
+are run three times, interleaved, and the median run of each counts (the machine may be shared).
 ratio = ingest rate / raw insert rate. PostgreSQL: a database of its own on 127.0.0.1:5432
 (user postgres, or BENCH_PG_URL), created and dropped here. Last stdout line: one JSON object.
 """
@@ -94,10 +94,10 @@ def readings(meter_ids: list[int], round_no: int) -> list[ReadingIn]:
     return [ReadingIn(m, at, 1_000_000 + round_no * (100 + (m * 37) % 300), rates=None) for m in meter_ids]
 
 
-async def timed_ingest(sessions: async_sessionmaker[AsyncSession], meter_ids: list[int], rounds: int, batch: int) -> tuple[int, float]:
-    for part in _chunks(readings(meter_ids, 0), batch):  # base readings: no delta yet, not timed
-        await in_transaction(sessions, lambda s, p=part: ingest(s, p))
-    todo = [part for r in range(1, rounds + 1) for part in _chunks(readings(meter_ids, r), batch)]
+async def timed_ingest(sessions: async_sessionmaker[AsyncSession], meter_ids: list[int], rounds: int, batch: int,
+                       first: int = 1) -> tuple[int, float]:
+    """Rounds first .. first + rounds - 1 of readings through ingest, timed."""
+    todo = [part for r in range(first, first + rounds) for part in _chunks(readings(meter_ids, r), batch)]
     t0 = time.perf_counter()
     for part in todo:
         results = await in_transaction(sessions, lambda s, p=part: ingest(s, p))
@@ -106,12 +106,17 @@ async def timed_ingest(sessions: async_sessionmaker[AsyncSession], meter_ids: li
     return sum(len(p) for p in todo), time.perf_counter() - t0
 
 
-async def timed_raw(sessions: async_sessionmaker[AsyncSession], meter_ids: list[int], rounds: int, batch: int,
-                    repeats: int = 3) -> tuple[int, float]:
-    """The same rows straight into `readings`, `repeats` times (epochs 2, 3, ...); the median run counts."""
-    runs = sorted([await _raw_once(sessions, meter_ids, rounds, batch, epoch) for epoch in range(2, 2 + repeats)],
-                  key=lambda r: r[1])
-    return runs[len(runs) // 2]
+async def timed_pairs(sessions: async_sessionmaker[AsyncSession], meter_ids: list[int], rounds: int, batch: int,
+                      repeats: int = 3) -> tuple[tuple[int, float], tuple[int, float]]:
+    """Ingest and raw insert, `repeats` times each, interleaved (so both meet the same machine, which
+    may be shared); the median run of each counts. Raw rows go in with epochs 2, 3, ... (no clash)."""
+    for part in _chunks(readings(meter_ids, 0), batch):  # base readings: no delta yet, not timed
+        await in_transaction(sessions, lambda s, p=part: ingest(s, p))
+    ingested, raw = [], []
+    for k in range(repeats):
+        ingested.append(await timed_ingest(sessions, meter_ids, rounds, batch, first=1 + k * rounds))
+        raw.append(await _raw_once(sessions, meter_ids, rounds, batch, epoch=2 + k))
+    return sorted(ingested, key=lambda r: r[1])[repeats // 2], sorted(raw, key=lambda r: r[1])[repeats // 2]
 
 
 async def _raw_once(sessions: async_sessionmaker[AsyncSession], meter_ids: list[int], rounds: int, batch: int,
@@ -138,8 +143,7 @@ async def run_one(url: str, meters: int, rounds: int, batch: int) -> dict[str, f
         await create_all(engine)
         sessions = make_sessionmaker(engine)
         meter_ids = await seed(sessions, meters)
-        n, ingest_s = await timed_ingest(sessions, meter_ids, rounds, batch)
-        raw_n, raw_s = await timed_raw(sessions, meter_ids, rounds, batch)
+        (n, ingest_s), (raw_n, raw_s) = await timed_pairs(sessions, meter_ids, rounds, batch)
     finally:
         await engine.dispose()
     ingest_rate, raw_rate = n / ingest_s, raw_n / raw_s

@@ -35,9 +35,28 @@ class PriceLine:
 
 
 def line(label: str, quantity: int, unit_price: Decimal, version_id: int | None = None) -> PriceLine:
-    """Price one line: quantity/1000 x price yuan, in fen, rounded half up once."""
-    fen = Decimal(quantity) * unit_price * 100 / UNITS_PER_BILLING_UNIT
-    return PriceLine(label, quantity, unit_price, Money.from_decimal_fen(fen), version_id)
+    """Price one line: quantity/1000 x price yuan, in fen, rounded half up once.
+
+    In integers: the price is the exact fraction num/den fen per base unit, and half up (away
+    from zero) of q*num/den is floor((2|q*num| + den) / 2den) — the same as rounding the Decimal
+    product, without Decimal arithmetic on the ingest path (and exact at any size)."""
+    num, den = _fen_per_unit(unit_price)
+    product = quantity * num
+    fen = (2 * abs(product) + den) // (2 * den)
+    return PriceLine(label, quantity, unit_price, Money(fen if product >= 0 else -fen), version_id)
+
+
+_FRACTIONS: dict[Decimal, tuple[int, int]] = {}
+
+
+def _fen_per_unit(price: Decimal) -> tuple[int, int]:
+    found = _FRACTIONS.get(price)
+    if found is None:
+        if len(_FRACTIONS) > 4096:
+            _FRACTIONS.clear()
+        num, den = (price * 100).as_integer_ratio()
+        found = _FRACTIONS[price] = (num, den * UNITS_PER_BILLING_UNIT)
+    return found
 
 
 def _price(value: Any) -> Decimal:

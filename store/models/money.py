@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, ForeignKeyConstraint, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from store import ledger_guard
 from store.models.base import Base
 from store.types import BigId, UTCDateTime, utcnow
 
@@ -40,12 +41,20 @@ class LedgerTransaction(Base):
 
 
 class Posting(Base):
+    """One leg of a transaction. Its references are foreign keys on SQLite and one check per
+    statement on PostgreSQL, where the ledger is append-only (store/ledger_guard.py)."""
+
     __tablename__ = "ledger_postings"
-    __table_args__ = (Index("ix_ledger_postings_account", "ledger_account_id", "txn_id"),)
+    __table_args__ = (Index("ix_ledger_postings_account", "ledger_account_id", "txn_id"),
+                      ForeignKeyConstraint(["txn_id"], ["ledger_transactions.id"]).ddl_if(dialect="sqlite"),
+                      ForeignKeyConstraint(["ledger_account_id"], ["ledger_accounts.id"]).ddl_if(dialect="sqlite"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
-    ledger_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    txn_id: Mapped[int] = mapped_column(BigId, index=True)
+    ledger_account_id: Mapped[int] = mapped_column(BigId)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
+
+
+ledger_guard.install_on_create(Posting.__table__)  # type: ignore[arg-type]
 
 
 class Order(Base):

@@ -10,6 +10,7 @@ from alembic.migration import MigrationContext
 from meterpay.settings import Settings
 from meterpay.web import init_app
 from store.db import make_engine
+from store.ledger_guard import include_object
 from store.migrate import upgrade
 from store.models import Base
 from tests.conftest import PG_ADMIN_URL, RUN_ID, _pg_admin
@@ -19,7 +20,8 @@ async def _diff(url: str) -> list:
     engine = make_engine(url)
     try:
         async with engine.connect() as conn:
-            return await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+            return await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(
+                c, opts={"include_object": include_object(c.dialect.name)}), Base.metadata))
     finally:
         await engine.dispose()
 

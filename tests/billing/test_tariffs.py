@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from billing.money import Money
+from billing.money import Money, round_half_up
 from billing.pricing import price_interval
 from billing.split import split_by_weights
-from billing.tariffs import TariffError, TariffVersion, parse_tariff
+from billing.tariffs import TariffError, TariffVersion, line, parse_tariff
 
 SH = ZoneInfo("Asia/Shanghai")
 OLD = datetime(2020, 1, 1, tzinfo=timezone.utc)
@@ -97,3 +99,19 @@ def test_float_prices_are_refused():
 def test_splits_always_add_up_to_the_whole():
     assert split_by_weights(10, [1, 1, 1]) == [4, 3, 3]
     assert sum(split_by_weights(-7, [2, 5, 0])) == -7
+
+
+@settings(max_examples=500, deadline=None)
+@given(quantity=st.integers(min_value=-10**12, max_value=10**12),
+       price=st.decimals(min_value=0, max_value=100, places=4, allow_nan=False, allow_infinity=False))
+def test_a_line_is_the_decimal_product_rounded_half_up_once(quantity, price):
+    # line() prices in integers; it must agree with the rule as written: quantity/1000 x price x 100 fen
+    expected = round_half_up(Decimal(quantity) * price * 100 / 1000)
+    assert line("flat", quantity, price).amount == Money(expected)
+
+
+def test_half_a_fen_goes_away_from_zero():
+    # 1 Wh at 5.00 yuan/kWh = 0.5 fen -> 1 fen; a credit of the same -> -1 fen
+    assert line("flat", 1, Decimal("5.00")).amount == Money(1)
+    assert line("flat", -1, Decimal("5.00")).amount == Money(-1)
+    assert line("flat", 1, Decimal("4.99")).amount == Money(0)
