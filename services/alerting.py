@@ -170,12 +170,13 @@ def _nothing_tripped(raw: dict[str, Any] | None) -> bool:
 
 
 async def after_balance_changes(session: AsyncSession, moves: Mapping[int, tuple[int, int]],
-                                now: datetime, accounts_at_hand: Mapping[int, Any] | None = None) -> int:
+                                now: datetime, accounts_at_hand: Mapping[int, Any] | None = None,
+                                sites_at_hand: Mapping[int, Any] | None = None) -> int:
     """Evaluate the low-balance levels for accounts whose balance moved (old_fen, new_fen).
 
     Cheap on the ingest path: ingest hands over the account columns it has locked
     (`accounts_at_hand`: id, site_id, tenant_id, code, state, payment_mode, alert_state,
-    alert_settings), an account with nothing tripped, no thresholds of its own and a balance above
+    alert_settings; `sites_at_hand`: id, settings), an account with nothing tripped, no thresholds of its own and a balance above
     every level is skipped before any parsing, nothing is written unless a level trips or re-arms,
     and the outbox rows of the batch go in one statement.
     """
@@ -190,7 +191,8 @@ async def after_balance_changes(session: AsyncSession, moves: Mapping[int, tuple
     accounts: list[Any] = [given[a] for a in moved if a in given] + list(loaded.values()) + (
         [_AlertAccount(r) for r in await session.execute(
             select(*(table.c[n] for n in _AlertAccount.__slots__)).where(table.c.id.in_(rest)))] if rest else [])
-    sites = {sid: await session.get(Site, sid) for sid in {a.site_id for a in accounts}}
+    known = sites_at_hand or {}
+    sites = {sid: known.get(sid) or await session.get(Site, sid) for sid in {a.site_id for a in accounts}}
     rows: list[tuple[str, dict[str, Any], datetime]] = []
     changed: dict[int, dict[str, Any]] = {}
     for acc in accounts:

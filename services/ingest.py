@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -26,11 +25,11 @@ from billing.ledger import revenue_code, wallet_code
 from billing.money import Money, round_half_up
 from billing.pricing import ShapeMemo, price_shape
 from billing.readings import Assessment, Baseline, RegisterLimits, Verdict, assess
-from billing.tariffs import TariffVersion as PureVersion, parse_tariff
+from billing.tariffs import Tariff, TariffVersion as PureVersion, parse_tariff
 from services import alerting, relay
 from services.ingest_store import Store, lines_json, store_for
 from services.wallets import account_balance
-from store.models import Account, Meter, Site, TariffVersion
+from store.models import Account, Meter
 from store.types import utcnow
 
 
@@ -62,8 +61,8 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
     readings = [r for r in readings if r.taken_at.tzinfo is not None]
     store = await store_for(session)
     meters, accounts = await _lock(store, {r.meter_id for r in readings})
-    sites = await _load(session, Site, {m.site_id for m in meters.values()})
-    versions = await _versions(session, {m.tariff_id for m in meters.values() if m.tariff_id})
+    sites = await _sites(store, {m.site_id for m in meters.values()})
+    versions = await _versions(store, {m.tariff_id for m in meters.values() if m.tariff_id})
     seen = await store.existing(list({(m.id, m.epoch, r.taken_at) for r in readings
                                       if (m := meters.get(r.meter_id)) is not None and _may_be_stored(r, m)}))
     batch = _Batch(store, now)
@@ -83,7 +82,7 @@ async def ingest(session: AsyncSession, readings: list[ReadingIn], now: datetime
     await _save_meters(session, store, [m for m in meters.values() if m.touched], now)
     moved = await _write(store, batch, now)
     await _cutoffs(session, batch, accounts, moved, now)
-    await alerting.after_balance_changes(session, moved, now, accounts)
+    await alerting.after_balance_changes(session, moved, now, accounts, sites)
     return results
 
 
@@ -243,17 +242,39 @@ def _converter(store: Store, column: str) -> Any:
     return store.dt if _TYPES[column] == "timestamptz" else json.dumps
 
 
-async def _load(session: AsyncSession, model: Any, ids: set[int]) -> dict[int, Any]:
+class _SiteRow:
+    """The site columns ingest (time zone) and alerting (id, settings) read."""
+
+    __slots__ = ("id", "timezone", "settings")
+
+    def __init__(self, row: Any, store: Store) -> None:
+        self.id, self.timezone, settings = row
+        self.settings = store.js(settings) if settings is not None else {}
+
+
+async def _sites(store: Store, ids: set[int]) -> dict[int, _SiteRow]:
     if not ids:
         return {}
-    return {row.id: row for row in await session.scalars(select(model).where(model.id.in_(ids)))}
+    return {row[0]: _SiteRow(row, store) for row in await store.rows(
+        "SELECT id, timezone, settings FROM sites WHERE id IN :values", sorted(ids))}
 
 
-async def _versions(session: AsyncSession, tariff_ids: set[int]) -> dict[int, list[PureVersion]]:
+_TARIFFS: dict[str, Tariff] = {}  # parsed specs by their JSON text: a version never changes
+
+
+async def _versions(store: Store, tariff_ids: set[int]) -> dict[int, list[PureVersion]]:
     out: dict[int, list[PureVersion]] = defaultdict(list)
-    if tariff_ids:
-        for v in await session.scalars(select(TariffVersion).where(TariffVersion.tariff_id.in_(tariff_ids))):
-            out[v.tariff_id].append(PureVersion(v.id, v.effective_from, parse_tariff(v.spec)))
+    if not tariff_ids:
+        return out
+    for tariff_id, version_id, effective_from, spec in await store.rows(
+            "SELECT tariff_id, id, effective_from, CAST(spec AS TEXT) FROM tariff_versions WHERE tariff_id IN :values",
+            sorted(tariff_ids)):
+        tariff = _TARIFFS.get(spec)
+        if tariff is None:
+            if len(_TARIFFS) > 1024:
+                _TARIFFS.clear()
+            tariff = _TARIFFS[spec] = parse_tariff(json.loads(spec))
+        out[tariff_id].append(PureVersion(version_id, store.when(effective_from), tariff))
     return out
 
 
