@@ -29,6 +29,7 @@ from store.types import utcnow
 from tests.integration.conftest import Site, build_site
 
 T = TypeVar("T")
+ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # row locks: SQLite has one writer
 
 
 async def once(sessions: async_sessionmaker[AsyncSession], fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -77,9 +78,8 @@ async def claimed(sessions: async_sessionmaker[AsyncSession]) -> dict[tuple[int,
     return {(meter_of[int(c.id)], int(c.params["purchase_count"])): c for c in got}
 
 
+@ON_POSTGRES
 async def test_a_credit_outcome_locks_its_accounts_before_the_command_rows_meters_and_wallets(sessions, engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite takes its one write lock at BEGIN: there are no row locks to order")
     site = await credit_site(sessions)
     commands = await claimed(sessions)
     one, two = site.meters["1"], site.meters["2"]
@@ -97,9 +97,8 @@ async def test_a_credit_outcome_locks_its_accounts_before_the_command_rows_meter
     assert sum("from accounts" in sql.lower() and "for " in sql.lower() for sql, _ in seen) == 1
 
 
+@ON_POSTGRES
 async def test_a_sent_mark_writes_only_its_row_and_locks_no_account(sessions, engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite takes its one write lock at BEGIN: there are no row locks to order")
     site = await credit_site(sessions, tenants=1, sales=1)
     [command] = (await claimed(sessions)).values()
     with statements(engine) as seen:
@@ -108,9 +107,8 @@ async def test_a_sent_mark_writes_only_its_row_and_locks_no_account(sessions, en
     assert site.accounts  # the sale was real
 
 
+@ON_POSTGRES
 async def test_cancelling_a_credit_locks_its_account_before_its_row(sessions, engine):
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite takes its one write lock at BEGIN: there are no row locks to order")
     site = await credit_site(sessions, tenants=1, sales=1)
     [command] = (await claimed(sessions)).values()
     with statements(engine) as seen:
@@ -172,3 +170,62 @@ async def test_credit_outcomes_payments_and_recharges_of_the_same_accounts_run_a
             voided = sum(10_00 for n in (1, 2) if (m + n) % 2 == 0)
             # sold 2 x 10.00 (held) + 3.00 (held) + 2.00 top-up; the failed purchases came back
             assert (await wallets.balance(s, account_of[m])).total == Money(2_00 + voided)
+
+
+async def _hold_account(sessions: async_sessionmaker[AsyncSession], account_id: int) -> AsyncSession:
+    """Another transaction (a payment, an ingest batch) holding an account, as they lock it."""
+    holder = sessions()
+    await holder.begin()
+    await meter_commands.lock_accounts(holder, [account_id])
+    return holder
+
+
+async def _confirmed_at(sessions: async_sessionmaker[AsyncSession], command: Command) -> Any:
+    async with sessions() as s:
+        return await s.scalar(select(MeterCommand.confirmed_at).where(MeterCommand.id == int(command.id)))
+
+
+@ON_POSTGRES
+async def test_an_outcome_whose_account_is_busy_is_put_off_and_the_rest_of_the_round_is_written(sessions):
+    site = await credit_site(sessions, tenants=2, sales=1)
+    commands = await claimed(sessions)
+    busy_meter, free_meter = site.meters["1"], site.meters["2"]
+    holder = await _hold_account(sessions, site.accounts["1"])
+    try:
+        outcomes = [replace(commands[(busy_meter, 1)], state="confirmed"),
+                    replace(commands[(free_meter, 1)], state="confirmed")]
+        busy: set[str] = set()
+        async with asyncio.timeout(5):  # it does not wait for the holder
+            assert await once(sessions, lambda s: meter_commands.save_outcomes(s, outcomes, busy)) == set()
+        assert busy == {commands[(busy_meter, 1)].id}
+        assert await _confirmed_at(sessions, commands[(busy_meter, 1)]) is None
+        assert await _confirmed_at(sessions, commands[(free_meter, 1)]) is not None
+    finally:
+        await holder.rollback()
+        await holder.close()
+
+
+@ON_POSTGRES
+async def test_a_round_saves_sent_marks_while_a_confirmation_waits_for_its_busy_account(sessions):
+    """The convoy this prevents: one confirmation waiting for a payment's account held up every bus's
+    `sent` marks in the same round. The put-off confirmation is written once the account is free."""
+    site = await credit_site(sessions, tenants=2, sales=1)
+    commands = await claimed(sessions)
+    busy_cmd, other = commands[(site.meters["1"], 1)], commands[(site.meters["2"], 1)]
+    group = meter_commands.GroupCommit(DbCommandStore(sessions).save_many)
+    holder = await _hold_account(sessions, site.accounts["1"])
+    try:
+        confirming = asyncio.create_task(group.save(replace(busy_cmd, state="confirmed")))
+        async with asyncio.timeout(5):
+            assert await group.save(replace(other, state="sent")) is False  # not behind the busy account
+        assert not confirming.done() and group.deferred >= 1
+        await asyncio.sleep(meter_commands.PATIENCE_S + 0.2)  # past its patience the round waits, still not done
+        assert not confirming.done()
+    finally:
+        await holder.rollback()
+        await holder.close()
+    async with asyncio.timeout(5):
+        assert await confirming is False
+    assert await _confirmed_at(sessions, busy_cmd) is not None
+    async with sessions() as s:
+        assert (await ledger.verify(s)).ok
