@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 from alipay import AliPay
-from alipay.exceptions import AliPayException
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -117,13 +116,17 @@ class AlipayProvider:
         signature = fields.pop("sign", "")
         if fields.pop("sign_type", "RSA2") != "RSA2" or not signature:
             raise SignatureError("alipay notify: missing signature or not RSA2")
-        signed = {k: v for k, v in fields.items() if v != ""}  # empty values are not signed
+        # what Alipay signs: the non-empty fields, sorted, as k=v joined by & (the SDK's `verify`,
+        # checked here with OpenSSL: the SDK's pure-Python RSA took a tenth of a notify's CPU)
+        message = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if v != "")
         try:
-            authentic = self._sdk.verify(signed, signature)
-        except (AliPayException, binascii.Error, ValueError) as ex:
+            raw_signature = base64.decodebytes(signature.encode())
+        except (binascii.Error, ValueError) as ex:
             raise SignatureError("alipay notify: unreadable signature") from ex
-        if not authentic:
-            raise SignatureError("alipay notify: signature does not verify")
+        try:
+            self._alipay_key.verify(raw_signature, message.encode(), padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise SignatureError("alipay notify: signature does not verify") from None
         notice = self._notice(fields, app_id=fields.get("app_id", ""),
                               merchant_id=fields.get("seller_id"), paid_at="gmt_payment",
                               error=SignatureError)

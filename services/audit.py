@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.models import AuditEntry
 from store.types import utcnow
+
+_NEW_ENTRY = insert(AuditEntry.__table__)
 
 
 def _jsonable(value: Any) -> Any:
@@ -23,11 +26,12 @@ def _jsonable(value: Any) -> Any:
 
 async def record(session: AsyncSession, actor: str, action: str, object_type: str, object_id: object,
                  before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
-                 reason: str | None = None, site_id: int | None = None) -> AuditEntry:
-    """Add an audit entry to `session`; it commits or rolls back with the action it describes."""
-    entry = AuditEntry(at=utcnow(), actor=actor[:100], action=action[:60], object_type=object_type[:40],
-                       object_id=str(object_id)[:60], before=_jsonable(before), after=_jsonable(after),
-                       reason=(reason or None) and reason[:300], site_id=site_id)
-    session.add(entry)
-    await session.flush()
-    return entry
+                 reason: str | None = None, site_id: int | None = None) -> None:
+    """Add an audit entry in `session`'s transaction; it commits or rolls back with the action it describes.
+
+    One prebuilt Core insert (the session autoflushes before it, as adding an ORM entry and
+    flushing did): every payment writes an entry, and the ORM unit of work cost more than the insert."""
+    await session.execute(_NEW_ENTRY, dict(
+        at=utcnow(), actor=actor[:100], action=action[:60], object_type=object_type[:40],
+        object_id=str(object_id)[:60], before=_jsonable(before), after=_jsonable(after),
+        reason=(reason or None) and reason[:300], site_id=site_id))

@@ -30,6 +30,7 @@ ANY = -1  # "some gateway": the runtime looks which of its gateways have somethi
 _KEY = "command_wake_gateways"
 Wake = Callable[[frozenset[int]], None]
 _subscribers: list[Wake] = []
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 
 
 def announce(session: Any, gateway_ids: Iterable[int | None]) -> None:
@@ -62,7 +63,7 @@ def subscribe(wake: Wake) -> Callable[[], None]:
 def _notify(session: Session) -> None:
     ids = session.info.get(_KEY)
     if ids and session.bind is not None and session.bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": encode(ids)})
+        session.execute(_NOTIFY, {"channel": CHANNEL, "payload": encode(ids)})
 
 
 @event.listens_for(Session, "after_commit")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import Transaction, revenue_code, transfer
@@ -27,6 +27,12 @@ from store.models import Account, Meter, MeterCommand
 
 LIVE_STATES = ("queued", "sent", "confirmed")  # purchases that hold (or will hold) their counter
 CREDIT_EXPIRY = timedelta(days=30)
+# built once: a payment notice runs both
+_PROMISED = select(func.max(MeterCommand.params["purchase_count"].as_integer())).where(
+    MeterCommand.meter_id == bindparam("meter_id"), MeterCommand.kind == "push_credit",
+    MeterCommand.state.in_(LIVE_STATES))
+_ACCOUNT_METERS = (select(Meter).where(Meter.account_id == bindparam("account_id")).order_by(Meter.id)
+                   .with_for_update(key_share=True).execution_options(populate_existing=True))
 
 
 def pending_code(meter_id: int) -> str:
@@ -34,17 +40,15 @@ def pending_code(meter_id: int) -> str:
 
 
 async def next_purchase_count(session: AsyncSession, meter: Meter) -> int:
-    """One more than the highest counter the meter has or has been promised."""
-    rows = await session.scalars(select(MeterCommand.params).where(
-        MeterCommand.meter_id == meter.id, MeterCommand.kind == "push_credit", MeterCommand.state.in_(LIVE_STATES)))
-    promised = [int(p["purchase_count"]) for p in rows if p and "purchase_count" in p]
-    return max([meter.purchase_count or 0, *promised]) + 1
+    """One more than the highest counter the meter has or has been promised (the database takes
+    the maximum: confirmed purchases stay live, and loading every one's params grew with each)."""
+    promised = await session.scalar(_PROMISED, {"meter_id": meter.id})
+    return max(meter.purchase_count or 0, int(promised or 0)) + 1
 
 
 async def lock_meters(session: AsyncSession, account: Account) -> list[Meter]:
     """The account's meters, locked in id order (the caller has locked the account: the lock order)."""
-    return list(await session.scalars(select(Meter).where(Meter.account_id == account.id).order_by(Meter.id)
-                                      .with_for_update(key_share=True).execution_options(populate_existing=True)))
+    return list(await session.scalars(_ACCOUNT_METERS, {"account_id": account.id}))
 
 
 async def queue_credit(session: AsyncSession, meter_id: int, amount: Money, key: str, actor: str | None = None,
@@ -94,7 +98,7 @@ async def queue_credit(session: AsyncSession, meter_id: int, amount: Money, key:
                                     key_is_new=True)
     hold = transfer(f"meter-credit-hold:{cmd.id}", "credit_hold", wallet, pending_code(meter.id), amount,
                     memo=f"credit {params['purchase_count']} on its way to meter {meter.address}")
-    await ledger.post(session, acc.site_id, hold, actor=actor, account_id=acc.id)
+    await ledger.post_id(session, acc.site_id, hold, actor=actor, account_id=acc.id)
     return cmd
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.uow import in_transaction
-from store.db import insert_or_ignore
+from store.db import insert_rows_or_ignore
 from store.models import Outbox
 from store.types import utcnow
 
@@ -74,13 +74,15 @@ async def write_many(session: AsyncSession, topic: str,
         return
     values = [dict(key=key, topic=topic, payload=payload, created_at=at, available_at=at, attempts=0)
               for key, payload, at in rows]
-    await session.execute(insert_or_ignore(session, Outbox, ["key"]), values)
+    await session.execute(insert_rows_or_ignore(session, Outbox, ["key"]), values)
 
 
 async def insert_ignoring(session: AsyncSession, model: Any, values: dict[str, Any],
                           unique: list[str]) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL): True when the row is new."""
-    result = await session.execute(insert_or_ignore(session, model, unique).values(**values))
+    """INSERT ... ON CONFLICT DO NOTHING (SQLite and PostgreSQL): True when the row is new.
+
+    One prebuilt Core statement (the session autoflushes before it, as before an ORM one)."""
+    result = await session.execute(insert_rows_or_ignore(session, model, unique), values)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

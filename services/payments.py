@@ -28,15 +28,15 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.money import Money
 from payments.provider import Notice, NoticeMismatch, PaymentProvider, PayRequest
 from services import audit, meter_credit, outbox, wallets
-from services.errors import Conflict
-from store.models import Account, Meter, Order, PaymentConflict, ProviderPayment
+from services.errors import Conflict, NotFound
+from store.models import Account, Meter, Order, PaymentConflict, ProviderPayment, Site
 from store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,12 @@ REFUND_TOPIC = "payment_refund"
 outbox.register_topic(REFUND_TOPIC, "refund_extra_payment")
 OPEN_STATES = ("created", "closed", "failed", "conflict")  # not paid yet: a payment may still come
 PAID_KINDS = ("recharge", "bill")  # orders a provider is paid for: a wallet top-up, or a bill (services.bill_payments)
+# built once: every notice runs them
+_PAID_ORDER = select(Order).where(Order.out_trade_no == bindparam("out_trade_no"),
+                                  Order.kind.in_(PAID_KINDS)).with_for_update()
+_ACCOUNT_AND_SITE = (select(Account, Site).join(Site, Site.id == Account.site_id)
+                     .where(Account.id == bindparam("account_id")).with_for_update(of=Account)
+                     .execution_options(populate_existing=True))
 
 
 @dataclass(frozen=True)
@@ -113,8 +119,7 @@ async def _open_order(session: AsyncSession, account_id: int, amount: Money, pro
 
 async def handle_notice(session: AsyncSession, notice: Notice) -> NoticeOutcome:
     """Apply one verified notice (from a notify or a query) in the caller's transaction."""
-    order = await session.scalar(select(Order).where(
-        Order.out_trade_no == notice.out_trade_no, Order.kind.in_(PAID_KINDS)).with_for_update())
+    order = await session.scalar(_PAID_ORDER, {"out_trade_no": notice.out_trade_no})
     if order is None:
         log.warning("%s notice for unknown order %s: answered failure, the provider will retry",
                     notice.provider, notice.out_trade_no)
@@ -150,16 +155,30 @@ async def _paid(session: AsyncSession, order: Order, notice: Notice) -> NoticeOu
         log.warning("%s payment %s was already recorded for another order than %s: not credited again",
                     notice.provider, notice.trade_no, order.out_trade_no)
         return NoticeOutcome(True, "duplicate")
-    order.provider, order.provider_trade_no = notice.provider, notice.trade_no
-    order.paid_at = notice.paid_at or utcnow()
     if order.kind == "bill":
+        _mark_paid(order, notice)
         await bill_payments.credit_bill_order(session, order)
         return NoticeOutcome(True, "credited")
-    acc = await wallets.get_account(session, order.account_id, lock=True)  # the lock order: account,
+    acc, site = await _lock_account(session, order.account_id)  # the lock order: account,
     meters = await meter_credit.lock_meters(session, acc)  # then its meters, read once for the rules below
+    _mark_paid(order, notice)  # after the locking reads (they autoflush): the order then takes one UPDATE
     if await wallets.credit_order(session, order, actor=f"{notice.provider}:notify", account=acc, meters=meters):
         await _after_credit(session, order, acc, meters)
+    del site  # held to here: the session keeps loaded objects weakly, and the credit's alerts read the site
     return NoticeOutcome(True, "credited")
+
+
+def _mark_paid(order: Order, notice: Notice) -> None:
+    order.provider, order.provider_trade_no = notice.provider, notice.trade_no
+    order.paid_at = notice.paid_at or utcnow()
+
+
+async def _lock_account(session: AsyncSession, account_id: int) -> tuple[Account, Site]:
+    """The order's account, locked (as wallets.get_account(lock=True)), and its site, in one statement."""
+    row = (await session.execute(_ACCOUNT_AND_SITE, {"account_id": account_id})).one_or_none()
+    if row is None:
+        raise NotFound(f"account {account_id} not found")
+    return row[0], row[1]
 
 
 async def _after_credit(session: AsyncSession, order: Order, acc: Account, meters: list[Meter]) -> None:

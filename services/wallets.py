@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.ledger import cash_code, transfer, wallet_code
@@ -18,6 +18,8 @@ from store.models import Account, LedgerAccount, Meter, Order, Site
 from store.types import utcnow
 
 PROVIDERS = ("cash", "alipay", "wechatpay")
+_WALLET_BALANCES = select(LedgerAccount.balance_fen).where(  # built once: every payment reads it
+    LedgerAccount.account_id == bindparam("account_id"), LedgerAccount.code.like("wallet:%"))
 
 
 def require_money(amount: object) -> Money:
@@ -74,8 +76,9 @@ async def credit_order(session: AsyncSession, order: Order, actor: str | None = 
     wallet = await wallet_for(session, acc, order.meter_id)
     txn = transfer(f"recharge:{order.out_trade_no}", "recharge", cash_code(order.provider), wallet,
                    Money(order.amount_fen), memo=f"{order.provider} recharge {order.out_trade_no}")
-    row, created = await ledger.post(session, acc.site_id, txn, actor=actor, order_id=order.id, account_id=acc.id)
-    order.txn_id, order.state = row.id, "credited"
+    txn_id, created = await ledger.post_id(session, acc.site_id, txn, actor=actor, order_id=order.id,
+                                           account_id=acc.id)
+    order.txn_id, order.state = txn_id, "credited"
     if created:
         new, now = await account_balance(session, acc), now or utcnow()
         await relay.apply_credit_rules(session, acc, new, meters=meters)
@@ -130,8 +133,8 @@ async def refund(session: AsyncSession, account_id: int, amount: Money, idempote
     await session.flush()
     txn = transfer(f"refund:{order.out_trade_no}", "refund", wallet, cash_code(provider), amount,
                    memo=note or "refund")
-    row, _ = await ledger.post(session, acc.site_id, txn, actor=actor, order_id=order.id, account_id=acc.id)
-    order.txn_id = row.id
+    order.txn_id, _ = await ledger.post_id(session, acc.site_id, txn, actor=actor, order_id=order.id,
+                                           account_id=acc.id)
     new = await account_balance(session, acc)
     await alerting.after_balance_change(session, acc.id, new + amount.fen, new, now or utcnow())
     return order
@@ -151,9 +154,7 @@ class Balance:
 
 
 async def account_balance(session: AsyncSession, acc: Account) -> int:
-    rows = await session.scalars(select(LedgerAccount.balance_fen).where(
-        LedgerAccount.account_id == acc.id, LedgerAccount.code.like("wallet:%")))
-    return int(sum(rows))
+    return int(sum(await session.scalars(_WALLET_BALANCES, {"account_id": acc.id})))
 
 
 async def balance(session: AsyncSession, account_id: int) -> Balance:
