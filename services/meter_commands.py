@@ -38,7 +38,7 @@ ACTOR = "system:commands"
 AUDITED = frozenset(WANT_CLOSED) | {"push_credit"}
 SaveMany = Callable[[list[Command], "set[str] | None"], Awaitable[set[str]]]
 PATIENCE_S = 0.25  # how long an outcome may be put off because its account is busy; then a round waits
-RECHECK_S = 0.005  # a round of put-off outcomes alone waits this long (or for new saves) first
+RECHECK_S = 0.005  # a round of put-off outcomes alone waits this long first
 
 
 class CommandWithdrawn(DeviceError):
@@ -71,7 +71,6 @@ class GroupCommit:
         self._queue: list[tuple[Command, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
         self._put_off: dict[str, float] = {}  # command id -> when its outcome was first put off
-        self._arrived = asyncio.Event()
         self.rounds = 0
         self.deferred = 0  # outcomes put off, in all
 
@@ -79,7 +78,6 @@ class GroupCommit:
         """Queue one save and wait for its round; True if the row was no longer open (refused)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
-        self._arrived.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="meter command writes")
         return await asyncio.shield(future)  # a cancelled caller does not take its save away from the round
@@ -93,11 +91,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         while self._queue:
             if all(c.id in self._put_off for c, _ in self._queue):  # nothing new: give the holders a moment
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), RECHECK_S)
-                except TimeoutError:
-                    pass
+                await asyncio.sleep(RECHECK_S)
             group, self._queue = self._queue[: self.max_group], self._queue[self.max_group:]
             self.rounds += 1
             now = loop.time()
