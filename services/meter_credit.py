@@ -144,7 +144,7 @@ async def settle_many(session: AsyncSession, confirmed: Sequence[Confirmed]) -> 
     for site_id, txns in sorted(by_site.items()):
         if len(txns) <= 2:  # a quiet round: the plain post is fewer round trips than the bulk one
             for txn in txns:
-                await ledger.post(session, site_id, txn, actor="system:commands")
+                await ledger.post_id(session, site_id, txn, actor="system:commands")
         else:
             await bulk.post_many(session, site_id, txns, actor="system:commands")
 

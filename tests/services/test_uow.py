@@ -16,6 +16,9 @@ from services.uow import in_transaction
 PIDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 
 
+ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite has no connections to lose
+
+
 async def _terminate(db_url: str, only: int | None = None) -> None:
     """Close server-side every other connection to the test database (or only `only`), as a restart does."""
     killer = create_async_engine(db_url, poolclass=NullPool)
@@ -37,9 +40,8 @@ async def _backend_pid(session) -> int:  # type: ignore[no-untyped-def]
     return int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
+@ON_POSTGRES
 async def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout(db_url, sessions):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL closes connections; SQLite has none to lose")
     async with sessions() as s:
         before = await _backend_pid(s)
     await _terminate(db_url)
@@ -53,9 +55,8 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout(db_
     assert len(ran) == 1  # the pool handed out a live connection: the work ran once
 
 
+@ON_POSTGRES
 async def test_a_unit_of_work_that_lost_its_connection_before_the_commit_runs_again_on_a_fresh_one(db_url, sessions):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL closes connections; SQLite has none to lose")
     async with sessions() as s, s.begin():
         await s.execute(text("CREATE TABLE IF NOT EXISTS uow_probe (n int)"))
         await s.execute(text("DELETE FROM uow_probe"))
@@ -78,9 +79,8 @@ async def test_a_unit_of_work_that_lost_its_connection_before_the_commit_runs_ag
             await s.execute(text("DROP TABLE uow_probe"))
 
 
+@ON_POSTGRES
 async def test_a_connection_lost_during_the_commit_is_not_retried(db_url, sessions):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL closes connections; SQLite has none to lose")
     ran: list[int] = []
 
     async def work(session) -> None:  # type: ignore[no-untyped-def]
