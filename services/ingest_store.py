@@ -96,19 +96,9 @@ class Store:
             found.update((m, e, self.when(t)) for m, e, t in rows)  # type: ignore[misc]
         return found
 
-    async def ledger_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], int]:
-        """Ids of the ledger accounts (site, code), by the (site_id, code) unique index."""
-        found: dict[tuple[int, str], int] = {}
-        for part in _chunks(keys):
-            rows = await self.conn.exec_driver_sql(
-                "SELECT la.site_id, la.code, la.id FROM json_each(?) AS j CROSS JOIN ledger_accounts AS la "
-                "WHERE la.site_id = json_extract(j.value, '$[0]') AND la.code = json_extract(j.value, '$[1]')",
-                (json.dumps([list(k) for k in part]),))
-            found.update({(s, c): i for s, c, i in rows})
-        return found
-
     async def lock_ledger(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int]]:
-        """(id, balance) of the ledger accounts (site, code), locked in id order where rows lock."""
+        """(id, balance) of the ledger accounts (site, code), by the (site_id, code) unique index;
+        locked in id order where rows lock (PostgreSQL)."""
         found: dict[tuple[int, str], tuple[int, int]] = {}
         for part in _chunks(keys):
             rows = await self.conn.exec_driver_sql(
@@ -123,7 +113,7 @@ class Store:
         txn = (await self.conn.exec_driver_sql(
             "INSERT INTO ledger_transactions (site_id, key, kind, memo, created_at) "
             "VALUES (?, ?, 'usage', 'metered usage', ?) RETURNING id", (site_id, key, self.dt(at)))).scalar_one()
-        return txn, {c: i for (_, c), i in (await self.ledger_ids([(site_id, c) for c in codes])).items()}
+        return txn, {c: i for (_, c), (i, _) in (await self.lock_ledger([(site_id, c) for c in codes])).items()}
 
     async def update_many(self, table: str, columns: Sequence[str], types: dict[str, str],
                           rows: Sequence[tuple[Any, ...]]) -> None:
@@ -184,16 +174,6 @@ class PgStore(Store):
             "AS v(m, e, t) JOIN readings AS r ON r.meter_id = v.m AND r.epoch = v.e AND r.taken_at = v.t",
             [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
         return {(m, e, self.when(t)) for m, e, t in rows}
-
-    async def ledger_ids(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], int]:
-        if not keys:
-            return {}
-        rows = await self._call(
-            self.driver.fetch,
-            "SELECT la.site_id, la.code, la.id FROM unnest($1::bigint[], $2::text[]) AS v(s, c) "
-            "JOIN ledger_accounts AS la ON la.site_id = v.s AND la.code = v.c",
-            [k[0] for k in keys], [k[1] for k in keys])
-        return {(s, c): i for s, c, i in rows}
 
     async def lock_ledger(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], tuple[int, int]]:
         if not keys:
