@@ -22,13 +22,14 @@ from billing.split import split_by_weights
 from billing.tariffs import (
     RATES,
     Flat,
+    LineParts,
     PriceLine,
     TariffVersion,
     Tiered,
     TimeOfUse,
-    line,
+    line_fen,
     next_month,
-    tiered_lines,
+    tiered_parts,
     version_at,
 )
 
@@ -119,28 +120,41 @@ def interval_shape(versions: "list[TariffVersion] | tuple[TariffVersion, ...]", 
 def price_shape(shape: IntervalShape, quantity: int, month_used_before: int = 0,
                 rates: RateQuantities | None = None) -> Priced:
     """Price `quantity` over an interval already cut into pieces (see price_interval)."""
+    lines, rate_total, used, _ = price_parts(shape, quantity, month_used_before, rates)
+    return Priced(tuple(PriceLine(label, q, price, Money(fen), v) for label, q, price, fen, v in lines),
+                  quantity, rate_total, used)
+
+
+PricedParts = tuple[tuple[LineParts, ...], RateQuantities, int, int]  # lines, rates, month used after, fen
+
+
+def price_parts(shape: IntervalShape, quantity: int, month_used_before: int = 0,
+                rates: RateQuantities | None = None) -> PricedParts:
+    """price_shape's result as plain tuples, with the amount in fen: ingest prices hundreds of
+    readings per batch, and building a Priced, its PriceLines and their Money cost more than the
+    arithmetic. The one implementation of the rules; price_shape wraps it."""
     pieces = shape.pieces
-    trusted = rates if rates_agree(quantity, rates) else None
+    trusted = rates if rates is not None and rates_agree(quantity, rates) else None
     if len(pieces) == 1:  # the common case: one price, one month — nothing to share out
-        shares = [quantity]
-        rate_shares = [[r] for r in trusted] if trusted else None
-    else:
-        shares = split_by_weights(quantity, shape.weights)
-        rate_shares = [split_by_weights(r, shape.weights) for r in trusted] if trusted else None
-    lines: list[PriceLine] = []
+        lines, split = _price_piece(pieces[0], quantity, month_used_before, trusted)
+        used = 0 if shape.end_new_month else month_used_before + quantity
+        return lines, split, used, sum(ln[3] for ln in lines)
+    shares = split_by_weights(quantity, shape.weights)
+    rate_shares = [split_by_weights(r, shape.weights) for r in trusted] if trusted else None
+    all_lines: list[LineParts] = []
     rate_total = [0, 0, 0, 0]
     used = month_used_before
     for i, piece in enumerate(pieces):
         if piece.new_month:
             used = 0
         piece_rates = tuple(rs[i] for rs in rate_shares) if rate_shares else None
-        new_lines, split = _price_piece(piece, shares[i], used, piece_rates)
-        lines += new_lines
+        lines, split = _price_piece(piece, shares[i], used, piece_rates)
+        all_lines += lines
         rate_total = [x + y for x, y in zip(rate_total, split)]
         used += shares[i]
     if shape.end_new_month:
         used = 0
-    return Priced(tuple(lines), quantity, tuple(rate_total), used)  # type: ignore[arg-type]
+    return tuple(all_lines), tuple(rate_total), used, sum(ln[3] for ln in all_lines)  # type: ignore[return-value]
 
 
 class ShapeMemo:
@@ -188,17 +202,18 @@ def _pieces(versions, start: datetime, end: datetime, tz: ZoneInfo) -> list[tupl
     return [(a, b, version_at(versions, a)) for a, b in zip(points, points[1:])] or [(start, end, first)]
 
 
-def _price_piece(piece: Piece, qty: int, used: int, rates: tuple[int, ...] | None) -> tuple[list[PriceLine], list[int]]:
+def _price_piece(piece: Piece, qty: int, used: int,
+                 rates: tuple[int, ...] | None) -> tuple[tuple[LineParts, ...], RateQuantities]:
     v = piece.version
     t = v.tariff
-    if isinstance(t, Flat):
-        return [line("flat", qty, t.price, v.id)], [0, 0, qty, 0]
-    if isinstance(t, Tiered):
-        return tiered_lines(t, used, qty, v.id), [0, 0, qty, 0]
+    if type(t) is Flat:
+        return ((("flat", qty, t.price, line_fen(qty, t.price), v.id),), (0, 0, qty, 0))
+    if type(t) is Tiered:
+        return tuple(tiered_parts(t, used, qty, v.id)), (0, 0, qty, 0)
     assert isinstance(t, TimeOfUse) and piece.tou_seconds is not None
-    split = list(rates) if rates is not None else split_by_weights(qty, piece.tou_seconds)
-    lines = [line(r, q, t.prices[r], v.id) for r, q in zip(RATES, split) if q]
-    return lines, split
+    split = tuple(rates) if rates is not None else tuple(split_by_weights(qty, piece.tou_seconds))
+    prices = t.prices
+    return tuple((r, q, prices[r], line_fen(q, prices[r]), v.id) for r, q in zip(RATES, split) if q), split  # type: ignore[return-value]
 
 
 def _tou_seconds(t: TimeOfUse, a: datetime, b: datetime, tz: ZoneInfo) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 Rates = tuple[int, int, int, int]
 
@@ -38,15 +39,18 @@ class Verdict(str, enum.Enum):
 
     @property
     def bills(self) -> bool:
-        return self in (Verdict.BILL, Verdict.ROLLOVER)
+        return self in BILLING
 
     @property
     def flagged(self) -> bool:
-        return self in (Verdict.CONFLICT, Verdict.BACKWARD, Verdict.IMPLAUSIBLE)
+        return self in FLAGGED
 
 
-@dataclass(frozen=True, slots=True)
-class Baseline:
+BILLING = frozenset({Verdict.BILL, Verdict.ROLLOVER})
+FLAGGED = frozenset({Verdict.CONFLICT, Verdict.BACKWARD, Verdict.IMPLAUSIBLE})
+
+
+class Baseline(NamedTuple):  # tuples, not frozen dataclasses: ingest makes two per reading
     taken_at: datetime
     total: int
     rates: Rates | None = None
@@ -61,8 +65,7 @@ class RegisterLimits:
     slack: int = 1_000  # always-allowed delta, for clock skew between close readings
 
 
-@dataclass(frozen=True, slots=True)
-class Assessment:
+class Assessment(NamedTuple):
     verdict: Verdict
     quantity: int = 0
     rates: Rates | None = None
@@ -70,7 +73,7 @@ class Assessment:
 
     @property
     def bills(self) -> bool:
-        return self.verdict.bills
+        return self.verdict in BILLING
 
 
 def assess(base: Baseline | None, taken_at: datetime, total: int, rates: Rates | None,
@@ -78,9 +81,8 @@ def assess(base: Baseline | None, taken_at: datetime, total: int, rates: Rates |
     """Decide what one reading means for billing, given the meter's current baseline."""
     if total < 0 or total >= limits.modulus:
         return Assessment(Verdict.IMPLAUSIBLE)
-    new_base = Baseline(taken_at, total, rates)
     if base is None:
-        return Assessment(Verdict.BASE, baseline=new_base)
+        return Assessment(Verdict.BASE, baseline=Baseline(taken_at, total, rates))
     if taken_at == base.taken_at:
         same = total == base.total
         return Assessment(Verdict.DUPLICATE if same else Verdict.CONFLICT)
@@ -91,10 +93,11 @@ def assess(base: Baseline | None, taken_at: datetime, total: int, rates: Rates |
         delta = total - base.total
         if delta > allowed:
             return Assessment(Verdict.IMPLAUSIBLE)
-        return Assessment(Verdict.BILL, delta, _rate_deltas(base.rates, rates, limits), new_base)
+        return Assessment(Verdict.BILL, delta, _rate_deltas(base.rates, rates, limits), Baseline(taken_at, total, rates))
     wrapped = limits.modulus - base.total + total
     if base.total >= limits.modulus * 9 // 10 and wrapped <= allowed:
-        return Assessment(Verdict.ROLLOVER, wrapped, _rate_deltas(base.rates, rates, limits), new_base)
+        return Assessment(Verdict.ROLLOVER, wrapped, _rate_deltas(base.rates, rates, limits),
+                          Baseline(taken_at, total, rates))
     return Assessment(Verdict.BACKWARD)
 
 

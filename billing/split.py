@@ -18,11 +18,13 @@ def split_by_weights(whole: int, weights: Sequence[int]) -> list[int]:
         raise ValueError("weights must be non-negative")
     if whole < 0:
         return [-p for p in split_by_weights(-whole, weights)]
-    ws = list(weights) if sum(weights) else [1] * len(weights)
-    denom = sum(ws)
+    denom = sum(weights)
+    ws = weights if denom else [1] * len(weights)
+    denom = denom or len(weights)
     parts = [whole * w // denom for w in ws]
-    remainders = [whole * w % denom for w in ws]
-    order = sorted(range(len(ws)), key=lambda i: (-remainders[i], i))
-    for i in order[: whole - sum(parts)]:
-        parts[i] += 1
+    left = whole - sum(parts)
+    if left:  # most splits (one non-zero weight, exact shares) end here
+        remainders = [whole * w % denom for w in ws]
+        for i in sorted(range(len(ws)), key=lambda i: (-remainders[i], i))[:left]:
+            parts[i] += 1
     return parts

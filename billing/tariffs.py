@@ -35,7 +35,12 @@ class PriceLine:
 
 
 def line(label: str, quantity: int, unit_price: Decimal, version_id: int | None = None) -> PriceLine:
-    """Price one line: quantity/1000 x price yuan, in fen, rounded half up once.
+    """Price one line: quantity/1000 x price yuan, in fen, rounded half up once (see line_fen)."""
+    return PriceLine(label, quantity, unit_price, Money(line_fen(quantity, unit_price)), version_id)
+
+
+def line_fen(quantity: int, unit_price: Decimal) -> int:
+    """quantity/1000 x unit_price yuan in fen, rounded half up.
 
     In integers: the price is the exact fraction num/den fen per base unit, and half up (away
     from zero) of q*num/den is floor((2|q*num| + den) / 2den) — the same as rounding the Decimal
@@ -43,7 +48,7 @@ def line(label: str, quantity: int, unit_price: Decimal, version_id: int | None 
     num, den = _fen_per_unit(unit_price)
     product = quantity * num
     fen = (2 * abs(product) + den) // (2 * den)
-    return PriceLine(label, quantity, unit_price, Money(fen if product >= 0 else -fen), version_id)
+    return fen if product >= 0 else -fen
 
 
 _FRACTIONS: dict[Decimal, tuple[int, int]] = {}
@@ -207,20 +212,27 @@ def version_at(versions: "list[TariffVersion] | tuple[TariffVersion, ...]", at: 
     return best
 
 
+LineParts = tuple[str, int, Decimal, int, "int | None"]  # a PriceLine as a tuple: label, quantity, price, fen, version
+
+
 def tiered_lines(t: Tiered, used_before: int, quantity: int, version_id: int | None) -> list[PriceLine]:
     """Price `quantity` on top of `used_before` this month, crossing tiers as needed."""
-    out: list[PriceLine] = []
-    pos, left, lower = used_before, quantity, 0
+    return [PriceLine(label, q, price, Money(fen), v) for label, q, price, fen, v in
+            tiered_parts(t, used_before, quantity, version_id)]
+
+
+def tiered_parts(t: Tiered, used_before: int, quantity: int, version_id: int | None) -> list[LineParts]:
+    """tiered_lines as tuples (the ingest path builds no objects per line)."""
+    out: list[LineParts] = []
+    pos, left = used_before, quantity
     for i, tier in enumerate(t.tiers, start=1):
         if left <= 0:
             break
         top = tier.upto if tier.upto is not None else pos + left
         if pos < top:
             take = min(left, top - pos)
-            out.append(line(f"tier{i}", take, tier.price, version_id))
+            out.append((f"tier{i}", take, tier.price, line_fen(take, tier.price), version_id))
             pos, left = pos + take, left - take
-        lower = top
-    del lower
     return out
 
 

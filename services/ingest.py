@@ -15,7 +15,7 @@ from decimal import Decimal
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,8 +23,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from billing.ledger import revenue_code, wallet_code
 from billing.money import Money, round_half_up
-from billing.pricing import ShapeMemo, price_shape
-from billing.readings import Assessment, Baseline, RegisterLimits, Verdict, assess
+from billing.pricing import ShapeMemo, price_parts
+from billing.readings import BILLING, FLAGGED, Assessment, Baseline, RegisterLimits, Verdict, assess
 from billing.tariffs import Tariff, TariffVersion as PureVersion, parse_tariff
 from services import alerting, relay
 from services.ingest_store import Store, lines_json, store_for
@@ -45,8 +45,7 @@ class ReadingIn:
     purchase_count: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class IngestResult:
+class IngestResult(NamedTuple):  # a tuple: one per reading, and frozen dataclasses are slow to build
     meter_id: int
     taken_at: datetime
     verdict: str | None = None
@@ -143,6 +142,7 @@ class _Batch:
 
     def __init__(self, store: Store, now: datetime) -> None:
         self.store, self.now = store, now
+        self.received_at = store.dt(now)
         self.readings: list[list[Any]] = []
         self.wallet_fen: dict[tuple[int, str, int], int] = defaultdict(int)
         self.revenue_fen: dict[tuple[int, str], int] = defaultdict(int)
@@ -297,24 +297,27 @@ def _refusal(r: ReadingIn, m: _MeterState | None, accounts: dict[int, _AccountRo
     return None
 
 
+_VERDICTS = {v: v.value for v in Verdict}
+
+
 def _one(batch: _Batch, r: ReadingIn, m: _MeterState, acc: _AccountRow | None, pricer: _Pricer) -> IngestResult:
     base = Baseline(m.base_at, m.base_total, tuple(m.base_rates) if m.base_rates else None) \
         if m.base_at is not None and m.base_total is not None else None
     verdict = assess(base, r.taken_at, r.total, r.rates, batch.limits(m))
     store = batch.store
     # the row in _READING_COLUMNS order; quantity, rate_split, amount, from_at, lines, txn filled when billed
-    row: list[Any] = [m.id, m.account_id, m.epoch, store.dt(r.taken_at), store.dt(batch.now), r.total,
-                      json.dumps(list(r.rates)) if r.rates else None, verdict.verdict.value, 0, None, 0, None,
-                      None, None]
+    value = _VERDICTS[verdict.verdict]
+    row: list[Any] = [m.id, m.account_id, m.epoch, store.dt(r.taken_at), batch.received_at, r.total,
+                      json.dumps(list(r.rates)) if r.rates else None, value, 0, None, 0, None, None, None]
     amount = 0
-    if verdict.bills and base is not None:
+    if verdict.verdict in BILLING and base is not None:
         amount = _price(batch, row, r.taken_at, verdict, base, m, acc, pricer)
         m.moved |= MONTH
     if verdict.baseline is not None:
         b = verdict.baseline
         m.base_at, m.base_total, m.base_rates = b.taken_at, b.total, list(b.rates) if b.rates else None
         m.moved |= BASE
-    if verdict.verdict.flagged:
+    if verdict.verdict in FLAGGED:
         m.flags += 1
         m.moved |= FLAGS
     if m.last_reading_at is None or r.taken_at >= m.last_reading_at:
@@ -334,7 +337,7 @@ def _one(batch: _Batch, r: ReadingIn, m: _MeterState, acc: _AccountRow | None, p
             m.moved |= PURCHASE
     m.touched = True
     batch.readings.append(row)
-    return IngestResult(m.id, r.taken_at, verdict=verdict.verdict.value, amount=Money(amount))
+    return IngestResult(m.id, r.taken_at, value, Money(amount))
 
 
 def _price(batch: _Batch, row: list[Any], taken_at: datetime, v: Assessment, base: Baseline, m: _MeterState,
@@ -348,14 +351,13 @@ def _price(batch: _Batch, row: list[Any], taken_at: datetime, v: Assessment, bas
         return 0
     shape = pricer.memo.shape(base.taken_at, taken_at)
     used_before = m.month_used if m.month_key == shape.start_month else 0
-    priced = price_shape(shape, v.quantity, used_before, v.rates)
-    amount = priced.amount.fen
+    lines, split, month_used_after, amount = price_parts(shape, v.quantity, used_before, v.rates)
     if acc is not None and acc.balance_model == "package" and v.quantity:
         free = max(acc.package_units - used_before, 0) if shape.end_month == shape.start_month else acc.package_units
         chargeable = max(v.quantity - free, 0)
         amount = round_half_up(Decimal(amount * chargeable) / v.quantity)
-    row[9], row[10], row[12] = "[%d, %d, %d, %d]" % priced.rates, amount, lines_json(priced.lines)
-    m.month_key, m.month_used = shape.end_month, priced.month_used_after
+    row[9], row[10], row[12] = "[%d, %d, %d, %d]" % split, amount, lines_json(lines)
+    m.month_key, m.month_used = shape.end_month, month_used_after
     if acc is not None and acc.payment_mode == "prepaid" and m.billing_side == "platform" and amount:
         wallet = wallet_code(acc.id, m.id if acc.balance_model == "per_meter" else None)
         batch.wallet_fen[(m.site_id, wallet, acc.id)] -= amount

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.tariffs import PriceLine
+from billing.tariffs import LineParts
 
 UTC = timezone.utc
 SQLITE_CHUNK = 5000  # rows per json_each parameter / executemany on SQLite
@@ -210,20 +210,21 @@ class PgStore(Store):
 _HEADS: dict[tuple[str, Decimal, int | None], tuple[str, str, str]] = {}
 
 
-def lines_json(lines: tuple[PriceLine, ...]) -> str:
-    """The priced lines as the JSON text json.dumps gives for their dicts (label, quantity,
-    unit_price, fen, version_id), from a template per (label, price, version): no encoder per row."""
+def lines_json(lines: Sequence[LineParts]) -> str:
+    """The priced lines (billing.pricing.price_parts) as the JSON text json.dumps gives for their
+    dicts (label, quantity, unit_price, fen, version_id), from a template per (label, price,
+    version): no encoder per row."""
     out = []
-    for ln in lines:
-        key = (ln.label, ln.unit_price, ln.version_id)
+    for label, quantity, price, fen, version_id in lines:
+        key = (label, price, version_id)
         head = _HEADS.get(key)
         if head is None:
             if len(_HEADS) > 1024:
                 _HEADS.clear()
-            head = _HEADS[key] = (f'{{"label": {json.dumps(ln.label)}, "quantity": ',
-                                  f', "unit_price": {json.dumps(str(ln.unit_price))}, "fen": ',
-                                  f', "version_id": {json.dumps(ln.version_id)}}}')
-        out.append(f"{head[0]}{ln.quantity:d}{head[1]}{ln.amount.fen:d}{head[2]}")
+            head = _HEADS[key] = (f'{{"label": {json.dumps(label)}, "quantity": ',
+                                  f', "unit_price": {json.dumps(str(price))}, "fen": ',
+                                  f', "version_id": {json.dumps(version_id)}}}')
+        out.append(f"{head[0]}{quantity:d}{head[1]}{fen:d}{head[2]}")
     return "[" + ", ".join(out) + "]"
 
 

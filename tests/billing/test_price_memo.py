@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.pricing import Priced, RateQuantities, ShapeMemo, price_interval, rates_agree
+from billing.pricing import Priced, RateQuantities, ShapeMemo, price_interval, price_parts, rates_agree
 from billing.split import split_by_weights
 from billing.tariffs import (RATES, Flat, PriceLine, TariffVersion, Tiered, TimeOfUse, line, next_month,
                              parse_tariff, tiered_lines, version_at)
@@ -52,6 +52,8 @@ def test_a_memoised_shape_prices_every_quantity_like_the_unmemoised_pricing(vers
         expected = _outcome(_reference_price, versions, a, b, q, tz, used, rates)
         assert _outcome(lambda *_: memo.price(a, b, q, used, rates)) == expected
         assert _outcome(price_interval, versions, a, b, q, tz, used, rates) == expected
+        # ingest's path: the same lines as tuples, and the amount in fen
+        assert _outcome(lambda *_: price_parts(memo.shape(a, b), q, used, rates)) == _as_parts(expected)
         if rates is not None:
             agreeing = tuple(split_by_weights(q, [max(r, 0) + 1 for r in rates]))
             assert _outcome(lambda *_: memo.price(a, b, q, used, agreeing)) == \
@@ -64,6 +66,13 @@ def _outcome(fn, *args):  # type: ignore[no-untyped-def]
         return fn(*args)
     except (KeyError, ValueError) as ex:
         return type(ex), str(ex)
+
+
+def _as_parts(priced):  # type: ignore[no-untyped-def]
+    if not isinstance(priced, Priced):
+        return priced  # the same error
+    return (tuple((ln.label, ln.quantity, ln.unit_price, ln.amount.fen, ln.version_id) for ln in priced.lines),
+            priced.rates, priced.month_used_after, priced.amount.fen)
 
 
 def test_the_memo_keeps_at_most_its_size_and_still_prices_evicted_intervals():
