@@ -195,12 +195,15 @@ async def after_balance_changes(session: AsyncSession, moves: Mapping[int, tuple
     sites = {sid: known.get(sid) or await session.get(Site, sid) for sid in {a.site_id for a in accounts}}
     rows: list[tuple[str, dict[str, Any], datetime]] = []
     changed: dict[int, dict[str, Any]] = {}
+    # the highest level of each site: an untouched account above it is skipped (alerts.above_all_levels)
+    tops = {sid: max((lv.threshold.fen for lv in site_config(site).levels), default=None)  # type: ignore[arg-type]
+            for sid, site in sites.items()}
     for acc in accounts:
         if acc.state != "open" or acc.payment_mode != "prepaid":
             continue
         site = sites[acc.site_id]
-        if not acc.alert_settings and _nothing_tripped(acc.alert_state) and alerts.above_all_levels(
-                Money(moved[acc.id]), site_config(site)):  # type: ignore[arg-type]
+        top = tops[acc.site_id]
+        if not acc.alert_settings and _nothing_tripped(acc.alert_state) and (top is None or moved[acc.id] > top):
             continue
         config = site_config(site, acc)  # type: ignore[arg-type]
         state = load_state(acc.id, acc.alert_state)

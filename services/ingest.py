@@ -144,8 +144,8 @@ class _Batch:
         self.store, self.now = store, now
         self.received_at = store.dt(now)
         self.readings: list[list[Any]] = []
-        self.wallet_fen: dict[tuple[int, str, int], int] = defaultdict(int)
-        self.revenue_fen: dict[tuple[int, str], int] = defaultdict(int)
+        self.wallet_fen: dict[tuple[int, int, int | None], int] = defaultdict(int)  # (site, account, meter or None)
+        self.revenue_fen: dict[tuple[int, str], int] = defaultdict(int)  # (site, utility)
         self._pricers: dict[tuple[int, int | None], _Pricer] = {}
         self._limits: dict[tuple[int, int], RegisterLimits] = {}
 
@@ -359,9 +359,8 @@ def _price(batch: _Batch, row: list[Any], taken_at: datetime, v: Assessment, bas
     row[9], row[10], row[12] = "[%d, %d, %d, %d]" % split, amount, lines_json(lines)
     m.month_key, m.month_used = shape.end_month, month_used_after
     if acc is not None and acc.payment_mode == "prepaid" and m.billing_side == "platform" and amount:
-        wallet = wallet_code(acc.id, m.id if acc.balance_model == "per_meter" else None)
-        batch.wallet_fen[(m.site_id, wallet, acc.id)] -= amount
-        batch.revenue_fen[(m.site_id, revenue_code(m.utility))] += amount
+        batch.wallet_fen[(m.site_id, acc.id, m.id if acc.balance_model == "per_meter" else None)] -= amount
+        batch.revenue_fen[(m.site_id, m.utility)] += amount  # ledger codes are made per batch, in _write
         row[13] = m.site_id  # the site's usage transaction id replaces it in _write
     return amount
 
@@ -370,11 +369,14 @@ async def _write(store: Store, batch: _Batch, now: datetime) -> dict[int, tuple[
     """Write the batch: one usage transaction per site, its postings, balances, the reading rows."""
     txn_ids: dict[int, int] = {}
     revenue: dict[tuple[int, str], int] = {}
-    for site_id in sorted({s for s, _ in batch.revenue_fen}):
-        codes = sorted(c for s, c in batch.revenue_fen if s == site_id)
+    revenue_fen = {(site, revenue_code(utility)): fen for (site, utility), fen in batch.revenue_fen.items()}
+    for site_id in sorted({s for s, _ in revenue_fen}):
+        codes = sorted(c for s, c in revenue_fen if s == site_id)
         txn_ids[site_id], found = await store.usage_txn(site_id, f"usage:{uuid.uuid4().hex}", now, codes)
         revenue.update({(site_id, c): i for c, i in found.items()})
-    moved = await _post_usage(store, batch, txn_ids, revenue) if txn_ids else {}
+    wallets = {(site, wallet_code(acc_id, meter_id)): (fen, acc_id)
+               for (site, acc_id, meter_id), fen in batch.wallet_fen.items()}
+    moved = await _post_usage(store, wallets, revenue_fen, txn_ids, revenue) if txn_ids else {}
     for row in batch.readings:
         if row[13] is not None:
             row[13] = txn_ids[row[13]]
@@ -382,23 +384,24 @@ async def _write(store: Store, batch: _Batch, now: datetime) -> dict[int, tuple[
     return moved
 
 
-async def _post_usage(store: Store, batch: _Batch, txn_ids: dict[int, int],
+async def _post_usage(store: Store, wallets: dict[tuple[int, str], tuple[int, int]],
+                      revenue_fen: dict[tuple[int, str], int], txn_ids: dict[int, int],
                       revenue: dict[tuple[int, str], int]) -> dict[int, tuple[int, int]]:
-    """Post the batch's usage; returns each touched account's wallet total before and after.
+    """Post the batch's usage (wallets: (site, code) -> (fen, account); revenue_fen: (site, code) -> fen);
+    returns each touched account's wallet total before and after.
     The wallets are locked in id order (after accounts and meters); revenue keeps no cached balance."""
-    wallets = {(site, code): (fen, acc_id) for (site, code, acc_id), fen in batch.wallet_fen.items()}
     current = await store.lock_ledger(sorted(wallets))
     missing = [key for key in wallets if key not in current]
     if missing:
         await _create_ledger(store, [(*key, wallets[key][1]) for key in missing])
         current.update(await store.lock_ledger(missing))
-    missing = [key for key in batch.revenue_fen if key not in revenue]
+    missing = [key for key in revenue_fen if key not in revenue]
     if missing:
         await _create_ledger(store, [(*key, None) for key in missing])
         revenue.update({key: i for key, (i, _) in (await store.lock_ledger(missing)).items()})
     await store.insert("ledger_postings", ("txn_id", "ledger_account_id", "amount_fen"), [
         *((txn_ids[site], current[(site, code)][0], fen) for (site, code), (fen, _) in wallets.items() if fen),
-        *((txn_ids[site], revenue[(site, code)], fen) for (site, code), fen in batch.revenue_fen.items() if fen)])
+        *((txn_ids[site], revenue[(site, code)], fen) for (site, code), fen in revenue_fen.items() if fen)])
     new = {key: current[key][1] + fen for key, (fen, _) in wallets.items()}
     await store.update_many("ledger_accounts", ("balance_fen",), {"balance_fen": "bigint"},
                             sorted((current[key][0], bal) for key, bal in new.items() if wallets[key][0]))
@@ -423,7 +426,7 @@ async def _cutoffs(session: AsyncSession, batch: _Batch, accounts: dict[int, _Ac
         acc = accounts[acc_id]
         if acc.balance_model == "per_meter":
             new = await account_balance(session, acc)
-            old = new - sum(f for (_, _, a), f in batch.wallet_fen.items() if a == acc_id)
+            old = new - sum(f for (_, a, _), f in batch.wallet_fen.items() if a == acc_id)
             moved[acc_id] = (old, new)
         if new <= -acc.overdraft_fen and new < old:
             account = await session.get(Account, acc_id)
