@@ -118,5 +118,5 @@ async def _settle_wallet(session: AsyncSession, acc: Account, w: LedgerAccount, 
     txn = Transaction(f"settle:{acc.id}:{w.code}", "settle",
                       (Posting(w.code, Money(-w.balance_fen)), Posting(dest, Money(w.balance_fen))),
                       memo="closing settlement")
-    await ledger.post(session, acc.site_id, txn, actor=actor, order_id=order.id if order else None,
-                      account_id=acc.id)
+    await ledger.post_id(session, acc.site_id, txn, actor=actor, order_id=order.id if order else None,
+                         account_id=acc.id)

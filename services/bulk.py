@@ -4,8 +4,8 @@ Month-end raises one transaction per fee charge and per apportioned share and a 
 per account: 100,000s of rows. On PostgreSQL they go in with COPY (ids reserved from the table's
 sequence first, so children can point at their parents); SQLite gets multi-row INSERTs.
 
-`post_many` posts many ledger transactions with the same exactly-once rule as `services.ledger.post`:
-`services.ledger.post`: a key already recorded is skipped (the unique key is the guard against
+`post_many` posts many ledger transactions with the same exactly-once rule as `services.ledger.post_id`:
+a key already recorded is skipped (the unique key is the guard against
 a concurrent writer: the loser's transaction fails and `uow.in_transaction` retries it), every
 transaction's postings sum to zero (checked by billing.ledger.Transaction), and each cached
 balance moves by exactly the sum of its new postings (`services.ledger.verify` checks it).

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.ledger import CACHED_PREFIXES, Transaction, caches_balance
 from billing.money import Money
 from services import bulk
-from store.db import insert_or_ignore, insert_rows_or_ignore
+from store.db import insert_rows_or_ignore
 from store.models import LedgerAccount, LedgerTransaction, Posting
 from store.types import utcnow
 
@@ -20,8 +20,8 @@ _ID_BY_KEY = select(LedgerTransaction.__table__.c.id).where(LedgerTransaction.__
 _NEW_POSTINGS = insert(Posting.__table__)
 _ADD_TO_BALANCE = update(LedgerAccount.__table__).where(LedgerAccount.__table__.c.id == bindparam("lid")).values(
     balance_fen=LedgerAccount.__table__.c.balance_fen + bindparam("delta"))
-# PostgreSQL, one statement: a transaction unless its key exists, its postings and the cached balances they
-# move, its ledger accounts found by code; nothing is written unless all of them exist (`found` says how many)
+# PostgreSQL, one statement: a transaction unless its key exists, its postings and the one cached balance they
+# may move, its ledger accounts found by code; nothing is written unless all of them exist (`found` says how many)
 _POST_PG = text("""
 WITH leg AS (
     SELECT l.n, l.amount, l.cached, a.id AS account
@@ -47,38 +47,21 @@ _CACHED_BALANCE = select(LedgerAccount.balance_fen).where(
     LedgerAccount.site_id == bindparam("site_id"), LedgerAccount.code == bindparam("code"))
 
 
-async def find(session: AsyncSession, key: str) -> LedgerTransaction | None:
-    return await session.scalar(select(LedgerTransaction).where(LedgerTransaction.key == key))
-
-
-async def post(session: AsyncSession, site_id: int, txn: Transaction, actor: str | None = None,
-               order_id: int | None = None, account_id: int | None = None) -> tuple[LedgerTransaction, bool]:
-    """Record `txn` unless its key is already recorded; returns (row, created).
-
-    The key decides in one statement (INSERT ... ON CONFLICT DO NOTHING RETURNING): a payment
-    posts two transactions, and a look-up before each insert was a round trip per posting."""
-    stmt = insert_or_ignore(session, LedgerTransaction, ["key"]).values(
-        **_txn_row(site_id, txn, actor, order_id)).returning(LedgerTransaction)
-    row = await session.scalar(stmt)
-    if row is None:
-        existing = await find(session, txn.key)
-        assert existing is not None, f"ledger key {txn.key!r} conflicted but is not recorded"
-        return existing, False
-    await _legs(session, site_id, row.id, txn, account_id)
-    return row, True
-
-
 async def post_id(session: AsyncSession, site_id: int, txn: Transaction, actor: str | None = None,
                   order_id: int | None = None, account_id: int | None = None) -> tuple[int, bool]:
-    """`post` for a caller that needs only the transaction's id (a payment notice): the same
-    exactly-once rule in prebuilt statements on the connection and no ORM row. On PostgreSQL the
-    transaction, its postings and the balances they move are one statement (one round trip, not
-    four; a second, after creating them, when a ledger account is new). Pending changes other
-    than ledger rows are not flushed first (see bulk.flush_ledger_rows): a payment's order row
-    then takes one UPDATE, not one each side."""
+    """Record `txn` unless its key is already recorded; returns (transaction id, created).
+
+    Prebuilt statements on the connection and no ORM row (every payment notice posts). The key
+    decides in the insert (ON CONFLICT DO NOTHING), not a look-up first. On PostgreSQL the
+    transaction, its postings and the balance it moves are one statement (a second, after
+    creating them, when a ledger account is new); a transaction moving two cached balances (a
+    bill payment's receivable and wallet) takes the statements that lock them in id order, as
+    every writer does. Pending changes other than ledger rows are not flushed first (see
+    bulk.flush_ledger_rows): a payment's order row then takes one UPDATE, not one each side."""
     await bulk.flush_ledger_rows(session)
     conn = await session.connection()
-    if conn.dialect.name == "postgresql":
+    cached = {p.account for p in txn.postings if caches_balance(p.account)}
+    if conn.dialect.name == "postgresql" and len(cached) < 2:  # _POST_PG's UPDATE locks in its plan's order
         params = {**_txn_row(site_id, txn, actor, order_id), "codes": [p.account for p in txn.postings],
                   "amounts": [p.amount.fen for p in txn.postings], "legs": len(txn.postings),
                   "cached": [caches_balance(p.account) for p in txn.postings]}

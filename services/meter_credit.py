@@ -161,5 +161,5 @@ async def void(session: AsyncSession, row: MeterCommand) -> None:
         return
     txn = transfer(f"meter-credit-void:{row.id}", "credit_void", pending_code(meter.id), row.params["wallet"],
                    Money(int(row.params["amount_fen"])), memo=f"credit {row.params['purchase_count']} {row.state}")
-    await ledger.post(session, meter.site_id, txn, actor="system:commands",
-                      account_id=int(row.params["account_id"]))
+    await ledger.post_id(session, meter.site_id, txn, actor="system:commands",
+                         account_id=int(row.params["account_id"]))

@@ -105,7 +105,8 @@ async def settle(session: AsyncSession, refund_id: int, state: str, note: str) -
         wallet = await wallets.wallet_for(session, acc, refund.meter_id)
         txn = transfer(f"refund-void:{refund.out_trade_no}", "refund_void", cash_code(refund.provider), wallet,
                        Money(refund.amount_fen), memo=f"refund {refund.out_trade_no} failed: money back")
-        await ledger.post(session, acc.site_id, txn, actor="system:payments", order_id=refund.id, account_id=acc.id)
+        await ledger.post_id(session, acc.site_id, txn, actor="system:payments", order_id=refund.id,
+                             account_id=acc.id)
     elif orig is not None:
         done = await session.scalar(select(func.coalesce(func.sum(Order.amount_fen), 0)).where(
             Order.refund_of == orig.id, Order.kind == "refund", Order.state == "refunded"))

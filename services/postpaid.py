@@ -204,11 +204,11 @@ async def _transition(session: AsyncSession, bill_id: int, action: str, actor: s
         raise Conflict(str(ex)) from ex
     _store(row, after, actor)
     if action == "issue" and row.total_fen:
-        txn, _ = await ledger.post(session, row.site_id, _issue_txn(row, lines), actor=actor, account_id=row.account_id)
-        row.issue_txn_id = txn.id
+        row.issue_txn_id, _ = await ledger.post_id(session, row.site_id, _issue_txn(row, lines), actor=actor,
+                                                   account_id=row.account_id)
     if action == "void" and row.issue_txn_id is not None:
         undo = reversal(_issue_txn(row, lines), f"{row.key}:void", memo=kw["reason"])
-        await ledger.post(session, row.site_id, undo, actor=actor, account_id=row.account_id)
+        await ledger.post_id(session, row.site_id, undo, actor=actor, account_id=row.account_id)
     _audit(session, row, action, before, actor)
     return row
 
@@ -269,12 +269,12 @@ async def pay_bill(session: AsyncSession, bill_id: int, amount: Money, key: str,
         postings.append(PurePosting(f"receivable:{row.account_id}", outcome.applied))
     if outcome.change:
         postings.append(PurePosting(wallet_code(row.account_id), outcome.change))
-    txn, _ = await ledger.post(session, row.site_id, Transaction(f"billpay:{key}", "bill_payment", tuple(postings),
-                                                                 memo=f"{provider} payment of bill {row.number}"),
-                               actor=actor, account_id=row.account_id)
+    txn_id, _ = await ledger.post_id(session, row.site_id, Transaction(
+        f"billpay:{key}", "bill_payment", tuple(postings), memo=f"{provider} payment of bill {row.number}"),
+        actor=actor, account_id=row.account_id)
     _store(row, outcome.bill, actor)
     session.add(BillPayment(bill_id=row.id, key=key, provider=provider, amount_fen=amount.fen,
-                            applied_fen=outcome.applied.fen, change_fen=outcome.change.fen, txn_id=txn.id, raw=raw))
+                            applied_fen=outcome.applied.fen, change_fen=outcome.change.fen, txn_id=txn_id, raw=raw))
     _audit(session, row, "pay", before, actor or provider, key=key, amount_fen=amount.fen)
     await session.flush()
     return BillPaid(row.id, row.status, outcome.applied, outcome.change, False)

@@ -109,15 +109,9 @@ async def ping(engine: AsyncEngine) -> bool:
         return False
 
 
-def insert_or_ignore(session: Any, model: Any, unique: list[str]) -> Any:
-    """INSERT ... ON CONFLICT (unique) DO NOTHING for the session's database (SQLite or PostgreSQL)."""
-    bind = session.bind
-    maker = pg_insert if bind is not None and bind.dialect.name == "postgresql" else sqlite_insert
-    return maker(model).on_conflict_do_nothing(index_elements=unique)
-
-
 def insert_rows_or_ignore(session: Any, model: Any, unique: Sequence[str], returning: str | None = None) -> Any:
-    """The same on the model's table, built once per database kind, for rows given as parameters
+    """INSERT ... ON CONFLICT (unique) DO NOTHING on the model's table for the session's database (SQLite or
+    PostgreSQL), built once per database kind, for rows given as parameters
     (`returning`: a column to return, e.g. the new row's id; no row when the key existed).
 
     A Core statement reused as is: no ORM bulk-insert work and no `.values()` to build and

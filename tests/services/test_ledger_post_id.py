@@ -1,10 +1,11 @@
-"""ledger.post_id, the payment path's posting: the same exactly-once rule and books as ledger.post."""
+"""ledger.post_id, every single posting's path: once per key, postings summing to zero, cached balances
+for wallets and receivables only, missing ledger accounts created owned by the tenant's account."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from billing.ledger import transfer
+from billing.ledger import Posting as Leg, Transaction, transfer
 from billing.money import Money
 from services import ledger
 from services.accounts import OpenAccount, open_account
@@ -56,12 +57,11 @@ async def test_posting_a_key_again_returns_the_first_transaction_and_changes_not
         assert (await ledger.verify(s)).ok
 
 
-async def test_post_id_and_post_record_the_same_rows(sessions):
+async def test_a_posting_records_its_actor_and_order_and_owns_a_new_wallet_by_the_account(sessions):
     site_id, account_id = await _account(sessions)
-    await in_transaction(sessions, lambda s: ledger.post(s, site_id, transfer(
-        "a", "recharge", "cash:cash", "wallet:9", Money(3_00)), actor="x", order_id=5, account_id=account_id))
-    await in_transaction(sessions, lambda s: ledger.post_id(s, site_id, transfer(
-        "b", "recharge", "cash:cash", "wallet:9", Money(3_00)), actor="x", order_id=5, account_id=account_id))
+    for key in ("a", "b"):
+        await in_transaction(sessions, lambda s, key=key: ledger.post_id(s, site_id, transfer(
+            key, "recharge", "cash:cash", "wallet:9", Money(3_00)), actor="x", order_id=5, account_id=account_id))
     async with sessions() as s:
         rows = (await s.execute(select(LedgerTransaction.key, LedgerTransaction.kind, LedgerTransaction.actor,
                                        LedgerTransaction.order_id).order_by(LedgerTransaction.id))).all()
@@ -69,4 +69,24 @@ async def test_post_id_and_post_record_the_same_rows(sessions):
         assert (await ledger.balance_of(s, site_id, "wallet:9")) == Money(6_00)
         owner = await s.scalar(select(LedgerAccount.account_id).where(LedgerAccount.code == "wallet:9"))
         assert owner == account_id
+        assert (await ledger.verify(s)).ok
+
+
+async def test_a_posting_that_moves_a_receivable_and_a_wallet_moves_both_once(sessions):
+    """A bill payment with change: two cached balances in one transaction (on PostgreSQL written
+    statement by statement, not by the one-statement path), recorded once per key."""
+    site_id, account_id = await _account(sessions)
+    paid = Transaction("billpay:P1", "bill_payment", (
+        Leg("cash:alipay", Money(-5_00)), Leg(f"receivable:{account_id}", Money(4_00)),
+        Leg(f"wallet:{account_id}", Money(1_00))))
+    first = await in_transaction(sessions, lambda s: ledger.post_id(s, site_id, paid, account_id=account_id))
+    again = await in_transaction(sessions, lambda s: ledger.post_id(s, site_id, paid, account_id=account_id))
+    assert first[1] and again == (first[0], False)
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Posting).where(Posting.txn_id == first[0])) == 3
+        assert (await ledger.balance_of(s, site_id, f"receivable:{account_id}")) == Money(4_00)
+        assert (await ledger.balance_of(s, site_id, f"wallet:{account_id}")) == Money(1_00)
+        owners = set(await s.scalars(select(LedgerAccount.account_id).where(
+            LedgerAccount.code.in_((f"receivable:{account_id}", f"wallet:{account_id}")))))
+        assert owners == {account_id}
         assert (await ledger.verify(s)).ok
