@@ -35,7 +35,7 @@ class InProcessWorker:
         self.ctx: dict[str, Any] = {"sessions": sessions, **(ctx or {}), "enqueuer": self}
         self.poll_s, self.concurrency, self.max_tries = poll_s, concurrency, max_tries
         wiring.install()
-        self._functions = {f.__name__: f for f in all_jobs()}
+        self._functions = {f.__qualname__: f for f in all_jobs()}
         # the sweep runs on every tick here (a cheap query, and the embedded fast path)
         self._cron = [j for j in cron_jobs() if j.coroutine is not sweep_outbox] if cron else []
         self._queue: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()

@@ -14,7 +14,7 @@ from typing import Any
 
 from arq import Retry
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import alerting, notify, outbox
 from services.uow import in_transaction
@@ -26,15 +26,8 @@ MAX_TRIES = 8
 RETRY_DELAYS_S = (1, 5, 15, 60, 120, 300, 600)
 
 Ctx = dict[str, Any]
-CommandHook = Callable[[async_sessionmaker[AsyncSession], int], Awaitable[None]]
 RollupHook = Callable[[Ctx, datetime], Awaitable[None]]
-_command_hooks: list[CommandHook] = []
 _rollup_hooks: list[RollupHook] = []
-
-
-def register_meter_command_hook(hook: CommandHook) -> None:
-    """Have `hook(sessions, command_id)` run for each queued meter command before it is acked."""
-    _command_hooks.append(hook)
 
 
 def register_daily_rollup(hook: RollupHook) -> None:
@@ -67,23 +60,6 @@ async def guarded(ctx: Ctx, key: str, body: Callable[[], Awaitable[Any]]) -> Any
         raise Retry(defer=retry_delay_s(try_no)) from ex
 
 
-async def deliver_meter_command(ctx: Ctx, key: str) -> bool:
-    """Topic meter_command: hand the command to the registered hooks (the device executor), ack."""
-    sessions = ctx["sessions"]
-
-    async def body() -> bool:
-        async with sessions() as session:
-            row = await outbox.load(session, key)
-        if row is None or row.done_at is not None:
-            return False
-        for hook in _command_hooks:
-            await hook(sessions, int(row.payload["command_id"]))
-        await in_transaction(sessions, lambda s: outbox.ack(s, key, now_of(ctx)))
-        return True
-
-    return bool(await guarded(ctx, key, body))
-
-
 async def dispatch_notify(ctx: Ctx, key: str) -> int:
     """Topic notify: plan deliveries and ack in one transaction, then send those due now."""
     sessions, channels, now = ctx["sessions"], ctx["channels"], now_of(ctx)
@@ -105,7 +81,7 @@ async def dispatch_notify(ctx: Ctx, key: str) -> int:
     return int(await guarded(ctx, key, body))
 
 
-JOBS: tuple[Callable[..., Awaitable[Any]], ...] = (deliver_meter_command, dispatch_notify)
+JOBS: tuple[Callable[..., Awaitable[Any]], ...] = (dispatch_notify,)
 _extra_jobs: list[Callable[..., Awaitable[Any]]] = []
 
 
@@ -117,7 +93,7 @@ def register_job(topic: str, job: Callable[..., Awaitable[Any]]) -> None:
     """
     if job not in _extra_jobs:
         _extra_jobs.append(job)
-    outbox.register_topic(topic, job.__name__)
+    outbox.register_topic(topic, job.__qualname__)  # the name arq files a job function under
 
 
 def all_jobs() -> tuple[Callable[..., Awaitable[Any]], ...]:

@@ -24,7 +24,7 @@ from services import audit, command_wake, meter_commands, relay, wallets
 from services.batch_select import ACTIONS, Selector, check_params, select_meters
 from services.errors import NotFound, ServiceError
 from services.uow import in_transaction
-from store.models import Account, BatchItem, BatchTask, Meter, MeterCommand, Outbox, Tariff
+from store.models import Account, BatchItem, BatchTask, Meter, MeterCommand, Tariff
 from store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def command_kind(action: str, utility: str) -> str:
 
 async def _queue_commands(session: AsyncSession, task: BatchTask, items: list[BatchItem],
                           meters: dict[int, Meter], now: datetime) -> None:
-    """relay.queue_command for many meters in three statements: same rows, same once-per-key rule."""
+    """relay.queue_command for many meters in two statements: same rows, same once-per-key rule."""
     want = {command_key(task.id, i.meter_id, i.attempt): i for i in items}
     found = dict((await session.execute(select(MeterCommand.key, MeterCommand.id)
                                         .where(MeterCommand.key.in_(list(want))))).all())
@@ -127,9 +127,6 @@ async def _queue_commands(session: AsyncSession, task: BatchTask, items: list[Ba
     if new:
         rows = await session.execute(insert(MeterCommand).returning(MeterCommand.key, MeterCommand.id), new)
         made = dict(rows.all())
-        await session.execute(insert(Outbox), [dict(key=f"cmd:{cid}", topic="meter_command", payload={"command_id": cid},
-                                                    created_at=now, available_at=now, attempts=0)
-                                               for cid in made.values()])
         found.update(made)
         command_wake.announce(session, {meters[i.meter_id].gateway_id for k, i in want.items() if k in made})
     for k, item in want.items():

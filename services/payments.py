@@ -6,7 +6,7 @@ The rules (payments/README.md has the adapter side):
   unknown: we answer failure, the provider retries (Alipay 4m, 10m, ...; WeChat 15s, 15s, 30s, ...)
   and the retry, after the commit, credits. The active query (services.payment_checks) also finds it.
 - One notice, one transaction: the order row is locked, the credit (ledger key
-  `recharge:<out_trade_no>`), the meter-side push (outbox via the command queue), the receipt
+  `recharge:<out_trade_no>`), the meter-side push (a queued meter command), the receipt
   (outbox topic `notify`, queued once by wallets.credit_order) and the audit entry commit together.
   Repeats are no-ops that still ack.
 - A paid (credited) order is final: closed/failed/pending notices never downgrade it.

@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import command_wake
-from store.models import Account, Meter, MeterCommand, Outbox
+from store.models import Account, Meter, MeterCommand
 from store.types import utcnow
 
 PENDING = ("queued", "sent")
 DEFAULT_EXPIRY = timedelta(days=7)
-_NEW_OUTBOX_ROW = insert(Outbox.__table__)  # built once; an ORM add + flush per command cost more than the insert
 OFF_KIND = {"electricity": "relay_open", "water": "valve_close"}
 ON_KIND = {"electricity": "relay_close", "water": "valve_open"}
 
@@ -32,8 +31,8 @@ async def queue_command(session: AsyncSession, meter_id: int, kind: str, key: st
                         actor: str | None = None, expires_in: timedelta = DEFAULT_EXPIRY,
                         now: datetime | None = None, gateway_id: int | None = None,
                         key_is_new: bool = False) -> MeterCommand:
-    """Persist a command (once per key) and an outbox row that gets it delivered; the lanes of
-    `gateway_id` (the meter's gateway: pass it when at hand) are woken when this commits.
+    """Persist a command (once per key): the meter runtime claims it from meter_commands, and the
+    lanes of `gateway_id` (the meter's gateway: pass it when at hand) are woken when this commits.
     `key_is_new`: the caller has just looked the key up itself (the unique key still guards)."""
     if not key_is_new:
         existing = await session.scalar(select(MeterCommand).where(MeterCommand.key == key))
@@ -46,8 +45,6 @@ async def queue_command(session: AsyncSession, meter_id: int, kind: str, key: st
                        expires_at=now + expires_in)
     session.add(cmd)
     await session.flush()
-    await session.execute(_NEW_OUTBOX_ROW, dict(key=f"cmd:{cmd.id}", topic="meter_command",
-                                                payload={"command_id": cmd.id}, created_at=now, available_at=now))
     return cmd
 
 

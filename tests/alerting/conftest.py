@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.money import Money
 from jobs.channels import build_channels
-from jobs.tasks import deliver_meter_command, deliver_notifications, dispatch_notify
+from jobs.tasks import deliver_notifications, dispatch_notify
 from meterpay.settings import Settings
 from notifications.channel import Channel
 from notifications.sandbox.aliyun import AliyunSandbox
@@ -137,8 +137,8 @@ class Flat:
         async with self.sessions() as s:
             rows = [(r.topic, r.key) for r in await outbox.pending(s, at)]
         for topic, key in rows:
-            job = dispatch_notify if topic == "notify" else deliver_meter_command
-            await job(ctx, key)
+            assert topic == "notify", f"{key}: no job here for topic {topic!r}"
+            await dispatch_notify(ctx, key)
         await deliver_notifications(ctx)
 
     async def deliveries(self) -> list[Delivery]:

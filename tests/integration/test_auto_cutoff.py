@@ -7,7 +7,7 @@ from sqlalchemy import select
 from billing.money import Money
 from services.uow import in_transaction
 from services.wallets import recharge
-from store.models import Meter, MeterCommand
+from store.models import Meter, MeterCommand, Outbox
 from tests.integration.conftest import build_site, eventually
 
 
@@ -41,3 +41,5 @@ async def test_an_account_that_runs_out_is_cut_off_at_the_meter_and_restored_whe
             return (await s.get(Meter, site.meters["1"])).relay_closed
 
     await eventually(mirrored_on, timeout_s=2.0)
+    async with sessions() as s:  # no job worker ran: the runtime took both commands from meter_commands
+        assert set(await s.scalars(select(Outbox.topic))) <= {"notify"}  # a command writes no outbox row

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from arq.connections import RedisSettings
 from sqlalchemy import select
 
@@ -14,28 +13,25 @@ from jobs.enqueuer import ArqEnqueuer
 from jobs.worker import make_worker
 from meterpay.settings import Settings
 from services import outbox
-from store.models import Outbox
+from store.models import MeterCommand, Outbox
 from tests.alerting.conftest import local, make_flat
+from tests.jobs.conftest import PROBE_TOPIC, Probe
 
 AT = local(2, 12)
 L3_SENT = [("sms", "SMS_3"), ("voice", "TTS_3"), ("wechat_template", "tmpl-low_balance_3")]
+NOTICE, PROBE = "cutoff_warning:1:L3:c1", "probe:1"
 
 
-@pytest.fixture
-def commands(monkeypatch):
-    """The device engineer's hook, recording each command it is handed."""
-    seen: list[int] = []
+async def cut_off(sessions, channels, probe: Probe):
+    """A tenant runs out at noon: a cut-off notice (topic notify) and a row of the test's own topic.
 
-    async def hook(sessions, command_id: int) -> None:
-        seen.append(command_id)
-    monkeypatch.setattr(tasks, "_command_hooks", [hook])
-    return seen
-
-
-async def cut_off(sessions, channels):
-    """A tenant runs out at noon: a cut-off notice (notify) and a relay command (meter_command)."""
+    The relay-open command waits in meter_commands for the meter runtime: it has no outbox row."""
     flat = await make_flat(sessions, channels)
     await flat.use(65, AT)
+    await probe.write(sessions, PROBE, AT)
+    async with sessions() as s:
+        assert [(c.kind, c.state) for c in await s.scalars(select(MeterCommand))] == [("relay_open", "queued")]
+    assert await rows(sessions) == {NOTICE: ("notify", 0, False), PROBE: (PROBE_TOPIC, 0, False)}
     return flat
 
 
@@ -54,9 +50,8 @@ async def run_worker(sessions, channels, redis_url, queue) -> int:
         await worker.close()
 
 
-async def test_outbox_rows_become_jobs_that_run_once_and_ack(sessions, channels, boxes, commands,
-                                                            redis_url, queue):
-    await cut_off(sessions, channels)
+async def test_outbox_rows_become_jobs_that_run_once_and_ack(sessions, channels, boxes, probe, redis_url, queue):
+    await cut_off(sessions, channels, probe)
     enqueuer = ArqEnqueuer(queue, redis_settings=RedisSettings.from_dsn(redis_url))
     try:
         assert (await outbox.relay_pending(sessions, enqueuer, AT)).enqueued == 2
@@ -65,20 +60,18 @@ async def test_outbox_rows_become_jobs_that_run_once_and_ack(sessions, channels,
     finally:
         await enqueuer.close()
     assert await run_worker(sessions, channels, redis_url, queue) == 2
-    assert commands == [1]
+    assert probe.calls == [PROBE]
     assert boxes.take() == L3_SENT
-    assert {key: done for key, (_, _, done) in (await rows(sessions)).items()} == {
-        "cmd:1": True, "cutoff_warning:1:L3:c1": True}
+    assert {key: done for key, (_, _, done) in (await rows(sessions)).items()} == {PROBE: True, NOTICE: True}
 
 
 async def test_rows_written_while_redis_is_down_go_out_once_it_is_back(
-        sessions, channels, boxes, commands, redis_url, queue, unused_tcp_port):
-    await cut_off(sessions, channels)
+        sessions, channels, boxes, probe, redis_url, queue, unused_tcp_port):
+    await cut_off(sessions, channels, probe)
     dead = ArqEnqueuer(queue, redis_settings=RedisSettings(port=unused_tcp_port, conn_retries=0))
     report = await outbox.relay_pending(sessions, dead, AT)
     assert report.enqueued == 0 and report.error and "Connect" in report.error
-    assert await rows(sessions) == {"cmd:1": ("meter_command", 0, False),
-                                    "cutoff_warning:1:L3:c1": ("notify", 0, False)}
+    assert await rows(sessions) == {PROBE: (PROBE_TOPIC, 0, False), NOTICE: ("notify", 0, False)}
     back = ArqEnqueuer(queue, redis_settings=RedisSettings.from_dsn(redis_url))
     try:  # Redis is back: the sweeper enqueues each row, and sweeping twice changes nothing
         assert (await outbox.relay_pending(sessions, back, AT + timedelta(minutes=5))).enqueued == 2
@@ -86,47 +79,43 @@ async def test_rows_written_while_redis_is_down_go_out_once_it_is_back(
     finally:
         await back.close()
     assert await run_worker(sessions, channels, redis_url, queue) == 2
-    assert commands == [1]
+    assert probe.calls == [PROBE]
     assert boxes.take() == L3_SENT
     assert all(done for _, _, done in (await rows(sessions)).values())
 
 
 async def test_a_job_lost_from_redis_is_swept_up_after_the_ack_timeout(
-        sessions, channels, boxes, commands, redis_url, queue):
-    await cut_off(sessions, channels)
+        sessions, channels, boxes, probe, redis_url, queue):
+    await cut_off(sessions, channels, probe)
     enqueuer = ArqEnqueuer(queue, redis_settings=RedisSettings.from_dsn(redis_url))
     try:
         await outbox.relay_pending(sessions, enqueuer, AT)
         pool = enqueuer._pool
         assert pool is not None
-        await pool.delete(queue, *[f"arq:job:{queue}:{k}" for k in ("cmd:1", "cutoff_warning:1:L3:c1")])
+        await pool.delete(queue, *[f"arq:job:{queue}:{k}" for k in (PROBE, NOTICE)])
         assert (await outbox.relay_pending(sessions, enqueuer, AT + timedelta(seconds=60))).enqueued == 0
         late = AT + timedelta(seconds=outbox.DEFAULT_ACK_TIMEOUT_S)
         assert (await outbox.relay_pending(sessions, enqueuer, late)).enqueued == 2
     finally:
         await enqueuer.close()
     assert await run_worker(sessions, channels, redis_url, queue) == 2
-    assert commands == [1] and boxes.take() == L3_SENT
+    assert probe.calls == [PROBE] and boxes.take() == L3_SENT
     assert {attempts for _, attempts, _ in (await rows(sessions)).values()} == {2}
 
 
-async def test_a_failing_job_is_retried_by_arq_and_acked_once(sessions, channels, boxes, monkeypatch,
-                                                             redis_url, queue):
-    calls: list[int] = []
-
-    async def flaky(sessions, command_id: int) -> None:
-        calls.append(command_id)
-        if len(calls) == 1:
-            raise ConnectionError("gateway busy")
-    monkeypatch.setattr(tasks, "_command_hooks", [flaky])
-    await cut_off(sessions, channels)
+async def test_a_failing_job_is_retried_by_arq_with_its_error_noted_and_acked_once(
+        sessions, channels, boxes, probe, redis_url, queue):
+    probe.fail_first = 1
+    await cut_off(sessions, channels, probe)
     enqueuer = ArqEnqueuer(queue, redis_settings=RedisSettings.from_dsn(redis_url))
     try:
         await outbox.relay_pending(sessions, enqueuer, AT)
     finally:
         await enqueuer.close()
     await run_worker(sessions, channels, redis_url, queue)
-    assert calls == [1, 1]
-    assert (await rows(sessions))["cmd:1"] == ("meter_command", 1, True)
+    assert probe.calls == [PROBE, PROBE]
+    assert probe.errors_seen == [None, "ConnectionError: gateway busy"]  # the second try found the first's error
+    assert probe.tried_at[1] - probe.tried_at[0] >= tasks.retry_delay_s(1) - 0.05  # after the backoff
+    assert (await rows(sessions))[PROBE] == (PROBE_TOPIC, 1, True)
     async with sessions() as s:
-        assert (await outbox.load(s, "cmd:1")).last_error is None
+        assert (await outbox.load(s, PROBE)).last_error is None  # the ack clears it

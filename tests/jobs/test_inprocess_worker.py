@@ -10,7 +10,8 @@ from jobs import tasks
 from jobs.inprocess import InProcessWorker
 from jobs.worker import make_worker
 from meterpay.settings import Settings
-from tests.jobs.test_arq_worker import AT, L3_SENT, cut_off, rows
+from tests.jobs.conftest import PROBE_TOPIC
+from tests.jobs.test_arq_worker import AT, L3_SENT, PROBE, cut_off, rows
 
 
 async def settle(sessions, timeout_s: float = 15.0) -> None:
@@ -22,36 +23,27 @@ async def settle(sessions, timeout_s: float = 15.0) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_jobs_run_in_process_once_each_without_redis(sessions, channels, boxes, monkeypatch):
-    seen: list[int] = []
-
-    async def hook(sessions, command_id: int) -> None:
-        seen.append(command_id)
-    monkeypatch.setattr(tasks, "_command_hooks", [hook])
+async def test_jobs_run_in_process_once_each_without_redis(sessions, channels, boxes, probe):
     async with InProcessWorker(sessions, ctx={"channels": channels, "clock": lambda: AT},
                                poll_s=0.02, cron=False):
-        await cut_off(sessions, channels)
+        await cut_off(sessions, channels, probe)
         await settle(sessions)
         await asyncio.sleep(0.1)  # more sweeps: nothing runs twice
-    assert seen == [1]
+    assert probe.calls == [PROBE]
     assert boxes.take() == L3_SENT
 
 
-async def test_a_failing_job_is_retried_in_process_by_the_same_rule(sessions, channels, boxes, monkeypatch):
-    calls: list[int] = []
-
-    async def flaky(sessions, command_id: int) -> None:
-        calls.append(command_id)
-        if len(calls) == 1:
-            raise ConnectionError("gateway busy")
-    monkeypatch.setattr(tasks, "_command_hooks", [flaky])
+async def test_a_failing_job_is_retried_in_process_by_the_same_rule(sessions, channels, boxes, probe):
+    probe.fail_first = 1
     async with InProcessWorker(sessions, ctx={"channels": channels, "clock": lambda: AT},
                                poll_s=0.02, cron=False) as worker:
-        await cut_off(sessions, channels)
+        await cut_off(sessions, channels, probe)
         await settle(sessions, timeout_s=tasks.retry_delay_s(1) + 15)
         await worker.join()
-    assert calls == [1, 1]
-    assert (await rows(sessions))["cmd:1"] == ("meter_command", 1, True)
+    assert probe.calls == [PROBE, PROBE]
+    assert probe.errors_seen == [None, "ConnectionError: gateway busy"]  # the second try found the first's error
+    assert probe.tried_at[1] - probe.tried_at[0] >= tasks.retry_delay_s(1) - 0.05  # after the backoff
+    assert (await rows(sessions))[PROBE] == (PROBE_TOPIC, 1, True)
 
 
 async def test_a_queued_job_id_is_not_queued_twice_in_process():

@@ -13,7 +13,7 @@ from services import batches
 from services.accounts import OpenAccount, open_account
 from services.batches import Selector
 from services.uow import in_transaction
-from store.models import AuditEntry, BatchItem, LedgerTransaction, Meter, MeterCommand, Order, Tariff, TariffVersion
+from store.models import AuditEntry, BatchItem, LedgerTransaction, Meter, MeterCommand, Order, Outbox, Tariff, TariffVersion
 from store.types import utcnow
 from tests.reports.field import add_fleet, running_field
 
@@ -59,7 +59,9 @@ async def test_a_batch_over_a_thousand_meters_fails_the_offline_ones_and_retries
         states = dict((await s.execute(select(MeterCommand.state, func.count()).group_by(MeterCommand.state))).all())
         closed = await s.scalar(select(func.count()).select_from(Meter).where(Meter.relay_closed.is_(True)))
         entries = list(await s.scalars(select(AuditEntry).where(AuditEntry.action.like("batch.%"))))
+        topics = set(await s.scalars(select(Outbox.topic)))
     assert states == {"confirmed": 1000, "cancelled": 50} and closed == 0
+    assert topics <= {"notify"}  # the executors took the commands from meter_commands: no outbox rows
     actions = [e.action for e in entries]
     assert [actions.count(a) for a in ("batch.create", "batch.start", "batch.retry")] == [1, 1, 1]
     assert actions.count("batch.finish") == 2  # done, then done again after the retry
