@@ -26,7 +26,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
     from meterpay.runner import serve
 
-    asyncio.run(serve(settings, simulate=getattr(args, "simulate", False)))
+    asyncio.run(serve(settings, simulate=getattr(args, "simulate", False), settle_heap=True))
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
@@ -37,19 +37,19 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     _migrate(settings)
     asyncio.run(seed_if_empty(settings, rooms_per_floor=args.rooms_per_floor, days=args.days))
     if not args.no_serve:
-        asyncio.run(serve(settings, simulate=True))
+        asyncio.run(serve(settings, simulate=True, settle_heap=True))
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> None:
     from jobs.worker import run_worker
 
-    run_worker(settings)
+    run_worker(settings, settle_heap=True)
 
 
 def cmd_poller(settings: Settings, _args: argparse.Namespace) -> None:
     from services.poller_process import run_poller
 
-    run_poller(settings)
+    run_poller(settings, settle_heap=True)
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:

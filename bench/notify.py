@@ -57,6 +57,7 @@ from services.meter_runtime import MeterRuntime, RuntimeOptions, db_endpoints, l
 from services.payments import create_payment  # noqa: E402
 from services.uow import in_transaction  # noqa: E402
 from meterpay.cluster import free_port  # noqa: E402
+from meterpay.heap import settle_startup_heap  # noqa: E402
 from sqlalchemy import select, text  # noqa: E402
 from store.db import admin_sql, create_all, make_engine, make_sessionmaker  # noqa: E402
 from procstat import cpu_s  # noqa: E402
@@ -116,6 +117,7 @@ async def _web(args: dict[str, Any], conn: Connection) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args["http_port"], backlog=4096, reuse_port=True).start()
+        settle_startup_heap()  # as `python app.py run` does once serving
         conn.send("ready")
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)
         await runner.cleanup()
@@ -135,6 +137,7 @@ async def _runtime(args: dict[str, Any], conn: Connection) -> None:
     runtime = MeterRuntime(sessions, poll_targets(fleet, db_endpoints(fleet)),
                            RuntimeOptions(policy=PollPolicy(interval_s=3600), command_interval_s=args["interval"]))
     await runtime.start()
+    settle_startup_heap()  # as `python app.py poller` does
     conn.send("ready")
     await asyncio.get_running_loop().run_in_executor(None, conn.recv)
     await runtime.stop()

@@ -19,6 +19,7 @@ from jobs.context import close_context, open_context
 from jobs.enqueuer import ArqEnqueuer, redis_settings
 from jobs.tasks import (MAX_TRIES, all_jobs, alert_repeats, daily_rollup, deliver_notifications,
                         scan_lost_links, staff_digest, sweep_outbox)
+from meterpay.heap import settle_startup_heap
 from meterpay.settings import Settings
 from services.outbox import DEFAULT_ACK_TIMEOUT_S
 
@@ -51,6 +52,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     await open_context(ctx, settings)
     ctx.setdefault("ack_timeout_s", int(settings.get("OUTBOX_ACK_TIMEOUT_S") or DEFAULT_ACK_TIMEOUT_S))
     ctx.setdefault("enqueuer", ArqEnqueuer(ctx.get("queue_name", DEFAULT_QUEUE), pool=ctx["redis"]))
+    if ctx.get("settle_heap"):
+        settle_startup_heap()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -81,7 +84,7 @@ def make_worker(settings: Settings, ctx: dict[str, Any] | None = None, **overrid
     return create_worker(WorkerSettings, **{**kwargs, **overrides})
 
 
-def run_worker(settings: Settings, retry_s: float = 2.0) -> None:
+def run_worker(settings: Settings, retry_s: float = 2.0, settle_heap: bool = False) -> None:
     """`python app.py worker`: run until SIGINT/SIGTERM, and come back when Redis does.
 
     arq's worker exits when its Redis connection is lost; outbox rows wait in the database
@@ -95,7 +98,7 @@ def run_worker(settings: Settings, retry_s: float = 2.0) -> None:
     log.info("arq worker starting on queue %s", settings.get("ARQ_QUEUE_NAME") or DEFAULT_QUEUE)
     while True:
         try:
-            make_worker(settings).run()
+            make_worker(settings, ctx={"settle_heap": settle_heap}).run()
             return
         except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as ex:
             log.warning("lost Redis (%s); starting again in %.0f s", type(ex).__name__, retry_s)

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from devices.mqtt import Topics
 from devices.poller import PollPolicy
+from meterpay.heap import settle_startup_heap
 from meterpay.settings import Settings
 from services.leases import claim, release
 from services.meter_io import ReadingSink
@@ -245,8 +246,8 @@ def mqtt_parts(settings: Settings, options: PollerOptions,
 
 
 async def serve_poller(settings: Settings, stop: asyncio.Event | None = None,
-                       options: PollerOptions | None = None) -> None:
-    """Run one poller until SIGTERM/SIGINT or `stop`."""
+                       options: PollerOptions | None = None, settle_heap: bool = False) -> None:
+    """Run one poller until SIGTERM/SIGINT or `stop` (`settle_heap`: see meterpay.heap)."""
     options = options or PollerOptions.from_settings(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -257,15 +258,18 @@ async def serve_poller(settings: Settings, stop: asyncio.Event | None = None,
     sessions = make_sessionmaker(engine)
     log.info("poller %s starting (lease ttl %gs, poll every %gs)", options.owner, options.ttl_s,
              options.runtime.policy.interval_s)
+    process = PollerProcess(sessions, options, mqtt_parts(settings, options, sessions))
+    if settle_heap:
+        settle_startup_heap()
     try:
-        await PollerProcess(sessions, options, mqtt_parts(settings, options, sessions)).run(stop)
+        await process.run(stop)
     finally:
         await engine.dispose()
 
 
-def run_poller(settings: Settings) -> None:
+def run_poller(settings: Settings, settle_heap: bool = False) -> None:
     """`python app.py poller`."""
-    asyncio.run(serve_poller(settings))
+    asyncio.run(serve_poller(settings, settle_heap=settle_heap))
 
 
 __all__ = ["Held", "PollerOptions", "PollerProcess", "fair_share", "heartbeat_and_claim", "run_poller", "serve_poller"]
