@@ -31,7 +31,8 @@ async def cut_off(sessions, channels, probe: Probe):
     await probe.write(sessions, PROBE, AT)
     async with sessions() as s:
         assert [(c.kind, c.state) for c in await s.scalars(select(MeterCommand))] == [("relay_open", "queued")]
-    assert await rows(sessions) == {NOTICE: ("notify", 0, False), PROBE: (PROBE_TOPIC, 0, False)}
+    # topics only: an in-process worker may already be running these rows
+    assert {key: topic for key, (topic, _, _) in (await rows(sessions)).items()} == {NOTICE: "notify", PROBE: PROBE_TOPIC}
     return flat
 
 
