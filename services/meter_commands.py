@@ -64,7 +64,7 @@ def _claim_statement(by_gateway: bool) -> Any:
     return (update(mc).where(mc.c.id == c.c.id)
             .values(next_attempt_at=bindparam("lease", type_=mc.c.next_attempt_at.type))
             .returning(mc.c.id, mc.c.kind, mc.c.expires_at, mc.c.params, mc.c.state, mc.c.attempts,
-                       mc.c.last_error, c.c.due, c.c.code, c.c.port, c.c.address))
+                       mc.c.last_error, c.c.due.label("next_attempt_at"), c.c.code, c.c.port, c.c.address))
 
 
 _CLAIM_PG = {by_gateway: _claim_statement(by_gateway) for by_gateway in (False, True)}
@@ -202,10 +202,8 @@ class DbCommandStore:
         async with engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             rows = (await conn.execute(_CLAIM_PG[gateways is not None], params)).all()
-        rows.sort(key=lambda r: (r.due, r.id))  # RETURNING keeps no order: due first, as picked
-        return [Command(id=str(r.id), kind=r.kind, target=MeterRef(r.code, r.port, r.address),  # type: ignore[arg-type]
-                        expires_at=r.expires_at, params=dict(r.params or {}), state=r.state,  # type: ignore[arg-type]
-                        attempts=r.attempts, next_attempt_at=lease, last_error=r.last_error) for r in rows]
+        rows.sort(key=lambda r: (r.next_attempt_at, r.id))  # RETURNING keeps no order: as picked
+        return [replace(to_command(r, r.code, r.port, r.address), next_attempt_at=lease) for r in rows]  # type: ignore[arg-type]
 
     async def _claim(self, session: AsyncSession, now: datetime, limit: int,
                      gateways: Collection[str] | None) -> list[Command]:
