@@ -47,29 +47,33 @@ _OUTCOME_ROWS = (select(MeterCommand.id, MeterCommand.state, MeterCommand.kind, 
                         Meter.address)
                  .join(Meter, Meter.id == MeterCommand.meter_id).where(MeterCommand.id.in_(_IDS))
                  .order_by(MeterCommand.id).with_for_update(of=MeterCommand))
+_METER_OWNERS = (select(Meter.account_id).where(Meter.id.in_(_IDS)).order_by(Meter.id)
+                 .with_for_update(key_share=True))
+
+
+def _due_commands(*columns: Any, now: Any, limit: Any, gateways: Any = None) -> Any:
+    """The due commands of these gateways (None: every gateway), oldest first: what a claim takes."""
+    stmt = (select(*columns).join(Meter, Meter.id == MeterCommand.meter_id).join(Gateway, Gateway.id == Meter.gateway_id)
+            .where(MeterCommand.state.in_(OPEN_STATES), MeterCommand.next_attempt_at <= now)
+            .order_by(MeterCommand.next_attempt_at, MeterCommand.id).limit(limit))
+    return stmt if gateways is None else stmt.where(Gateway.code.in_(gateways))
 
 
 def _claim_statement(by_gateway: bool) -> Any:
     """PostgreSQL: pick the due commands (SKIP LOCKED: another executor's picks are passed over),
     lease them and return them with their bus address, in one statement."""
-    mc, m, g = MeterCommand.__table__, Meter.__table__, Gateway.__table__
-    picked = (select(mc.c.id, mc.c.next_attempt_at.label("due"), g.c.code, m.c.port, m.c.address)
-              .join(m, m.c.id == mc.c.meter_id).join(g, g.c.id == m.c.gateway_id)
-              .where(mc.c.state.in_(OPEN_STATES), mc.c.next_attempt_at <= bindparam("now", type_=mc.c.next_attempt_at.type))
-              .order_by(mc.c.next_attempt_at, mc.c.id).limit(bindparam("limit"))
-              .with_for_update(of=mc, skip_locked=True))
-    if by_gateway:
-        picked = picked.where(g.c.code.in_(bindparam("gateways", expanding=True)))
-    c = picked.cte("picked")
-    return (update(mc).where(mc.c.id == c.c.id)
-            .values(next_attempt_at=bindparam("lease", type_=mc.c.next_attempt_at.type))
+    when = MeterCommand.__table__.c.next_attempt_at.type
+    picked = _due_commands(MeterCommand.id, MeterCommand.next_attempt_at.label("due"), Gateway.code, Meter.port,
+                           Meter.address, now=bindparam("now", type_=when), limit=bindparam("limit"),
+                           gateways=bindparam("gateways", expanding=True) if by_gateway else None)
+    c = picked.with_for_update(of=MeterCommand, skip_locked=True).cte("picked")
+    mc = MeterCommand.__table__
+    return (update(mc).where(mc.c.id == c.c.id).values(next_attempt_at=bindparam("lease", type_=when))
             .returning(mc.c.id, mc.c.kind, mc.c.expires_at, mc.c.params, mc.c.state, mc.c.attempts,
                        mc.c.last_error, c.c.due.label("next_attempt_at"), c.c.code, c.c.port, c.c.address))
 
 
 _CLAIM_PG = {by_gateway: _claim_statement(by_gateway) for by_gateway in (False, True)}
-_METER_OWNERS = (select(Meter.account_id).where(Meter.id.in_(_IDS)).order_by(Meter.id)
-                 .with_for_update(key_share=True))
 AUDITED = frozenset(WANT_CLOSED) | {"push_credit"}
 SaveMany = Callable[[list[Command], "set[str] | None"], Awaitable[set[str]]]
 PATIENCE_S = 0.25  # how long an outcome may be put off because its account is busy; then a round waits
@@ -207,14 +211,10 @@ class DbCommandStore:
 
     async def _claim(self, session: AsyncSession, now: datetime, limit: int,
                      gateways: Collection[str] | None) -> list[Command]:
-        stmt = (select(MeterCommand.id, MeterCommand.kind, MeterCommand.expires_at, MeterCommand.params,
-                       MeterCommand.state, MeterCommand.attempts, MeterCommand.next_attempt_at, MeterCommand.last_error,
-                       Gateway.code, Meter.port, Meter.address)
-                .join(Meter, Meter.id == MeterCommand.meter_id).join(Gateway, Gateway.id == Meter.gateway_id)
-                .where(MeterCommand.state.in_(OPEN_STATES), MeterCommand.next_attempt_at <= now)
-                .order_by(MeterCommand.next_attempt_at, MeterCommand.id).limit(limit))
-        if gateways is not None:
-            stmt = stmt.where(Gateway.code.in_(sorted(gateways)))
+        stmt = _due_commands(MeterCommand.id, MeterCommand.kind, MeterCommand.expires_at, MeterCommand.params,
+                             MeterCommand.state, MeterCommand.attempts, MeterCommand.next_attempt_at,
+                             MeterCommand.last_error, Gateway.code, Meter.port, Meter.address, now=now, limit=limit,
+                             gateways=None if gateways is None else sorted(gateways))
         if session.bind.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True, of=MeterCommand)
         rows = (await session.execute(stmt)).all()
